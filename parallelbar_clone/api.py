@@ -1,0 +1,133 @@
+"""The published ``parallelbar`` functions, as thin wrappers over ProgressPool.
+
+Each makes a pool for one call, runs it, and always stops its workers (also on
+an error or Ctrl-C). The parameters, their order and defaults are those of
+``parallelbar`` 2.x; new options are keyword-only. One docstring, written once
+below, serves all four.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Union
+
+from .options import Options
+from .pool import ProgressPool, _Star
+
+__all__ = ["progress_map", "progress_starmap", "progress_imap", "progress_imapu"]
+
+_DOC = """{summary}
+
+Runs ``func`` on every task in a pool of {{n_cpu}} workers, with a live ``DONE`` bar
+and, from the first failure on, a red ``ERROR`` bar. A task that raises, times out,
+runs out of memory, crashes its worker or returns something unpicklable becomes
+an outcome in its own slot; the rest of the run is untouched.
+
+Returns a list {order}, or ``(results, failed_tasks)`` with
+``return_failed_tasks=True``.
+
+Parameters are those of :class:`parallelbar_clone.options.Options` (all
+validated before any process starts), in the published order::
+
+    func, tasks, initializer=None, initargs=(), n_cpu=None, chunk_size=None,
+    context=None, total=None, disable=False, process_timeout=None,
+    error_behavior='raise', set_error_value=None, executor='processes',
+    need_serialize=False, maxtasksperchild=None,
+    used_add_progress_decorator=False, return_failed_tasks=False, timeout=None,
+    *, memory_limit=None
+"""
+
+
+def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict) -> Any:
+    pool_args = {k: kwargs.pop(k) for k in ("n_cpu", "executor", "context", "initializer",
+                                            "initargs", "maxtasksperchild")}
+    opts = Options(**pool_args, **kwargs)  # validate everything before starting anything
+    if not callable(func):
+        raise TypeError(f"func must be callable, got {type(func).__name__} {func!r}")
+    pool = ProgressPool(**pool_args)
+    ok = False
+    try:
+        if mode == "map":
+            result = pool.map(func, tasks, **kwargs)
+        else:
+            result = pool._collect(pool._submit(func, tasks, mode, kwargs))
+        ok = True
+        return result
+    finally:
+        if ok:
+            pool.close()
+        else:
+            pool.terminate()
+        del opts
+
+
+def progress_map(func: Callable[[Any], Any], tasks: Iterable[Any],
+                 initializer: Optional[Callable[..., Any]] = None, initargs: tuple = (),
+                 n_cpu: Optional[int] = None, chunk_size: Optional[int] = None,
+                 context: Optional[str] = None, total: Optional[int] = None,
+                 disable: bool = False, process_timeout: Optional[float] = None,
+                 error_behavior: str = "raise", set_error_value: Any = None,
+                 executor: str = "processes", need_serialize: bool = False,
+                 maxtasksperchild: Optional[int] = None,
+                 used_add_progress_decorator: bool = False, return_failed_tasks: bool = False,
+                 timeout: Optional[float] = None, *,
+                 memory_limit: Optional[Union[int, str]] = None) -> Any:
+    kwargs = dict(locals())
+    return _run("map", kwargs.pop("func"), kwargs.pop("tasks"), kwargs)
+
+
+def progress_starmap(func: Callable[..., Any], tasks: Iterable[Iterable[Any]],
+                     initializer: Optional[Callable[..., Any]] = None, initargs: tuple = (),
+                     n_cpu: Optional[int] = None, chunk_size: Optional[int] = None,
+                     context: Optional[str] = None, total: Optional[int] = None,
+                     disable: bool = False, process_timeout: Optional[float] = None,
+                     error_behavior: str = "raise", set_error_value: Any = None,
+                     executor: str = "processes", need_serialize: bool = False,
+                     maxtasksperchild: Optional[int] = None,
+                     used_add_progress_decorator: bool = False,
+                     return_failed_tasks: bool = False, timeout: Optional[float] = None, *,
+                     memory_limit: Optional[Union[int, str]] = None) -> Any:
+    kwargs = dict(locals())
+    func = kwargs.pop("func")
+    if not callable(func):
+        raise TypeError(f"func must be callable, got {type(func).__name__} {func!r}")
+    return _run("map", _Star(func), kwargs.pop("tasks"), kwargs)
+
+
+def progress_imap(func: Callable[[Any], Any], tasks: Iterable[Any],
+                  initializer: Optional[Callable[..., Any]] = None, initargs: tuple = (),
+                  n_cpu: Optional[int] = None, chunk_size: Optional[int] = None,
+                  context: Optional[str] = None, total: Optional[int] = None,
+                  disable: bool = False, process_timeout: Optional[float] = None,
+                  error_behavior: str = "raise", set_error_value: Any = None,
+                  executor: str = "processes", need_serialize: bool = False,
+                  maxtasksperchild: Optional[int] = None,
+                  used_add_progress_decorator: bool = False, return_failed_tasks: bool = False,
+                  timeout: Optional[float] = None, *,
+                  memory_limit: Optional[Union[int, str]] = None) -> Any:
+    kwargs = dict(locals())
+    return _run("imap", kwargs.pop("func"), kwargs.pop("tasks"), kwargs)
+
+
+def progress_imapu(func: Callable[[Any], Any], tasks: Iterable[Any],
+                   initializer: Optional[Callable[..., Any]] = None, initargs: tuple = (),
+                   n_cpu: Optional[int] = None, chunk_size: Optional[int] = None,
+                   context: Optional[str] = None, total: Optional[int] = None,
+                   disable: bool = False, process_timeout: Optional[float] = None,
+                   error_behavior: str = "raise", set_error_value: Any = None,
+                   executor: str = "processes", need_serialize: bool = False,
+                   maxtasksperchild: Optional[int] = None,
+                   used_add_progress_decorator: bool = False, return_failed_tasks: bool = False,
+                   timeout: Optional[float] = None, *,
+                   memory_limit: Optional[Union[int, str]] = None) -> Any:
+    kwargs = dict(locals())
+    return _run("imapu", kwargs.pop("func"), kwargs.pop("tasks"), kwargs)
+
+
+progress_map.__doc__ = _DOC.format(summary="Parallel ``map`` with progress bars.",
+                                   order="in task order")
+progress_starmap.__doc__ = _DOC.format(summary="Parallel ``starmap``: ``func(*task)`` for each "
+                                       "task, with progress bars.", order="in task order")
+progress_imap.__doc__ = _DOC.format(summary="Parallel ``imap`` with progress bars (collected "
+                                    "into a list; for a lazy iterator use "
+                                    "``ProgressPool.imap``).", order="in task order")
+progress_imapu.__doc__ = _DOC.format(summary="Parallel ``imap_unordered`` with progress bars.",
+                                     order="in completion order")

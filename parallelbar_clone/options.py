@@ -1,0 +1,207 @@
+"""One frozen options object, validated in one place.
+
+Every public entry point (the four ``progress_*`` functions, :class:`ProgressPool`
+and its methods) builds an :class:`Options` and nothing else checks arguments:
+an error message here says what was given and what is allowed, before any
+process starts.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import sys
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Optional, Tuple, Union
+
+__all__ = ["Options", "parse_memory", "default_context", "default_n_cpu"]
+
+ERROR_BEHAVIORS = ("raise", "coerce", "ignore")
+EXECUTORS = ("processes", "threads")
+
+_UNITS = {"": 1, "b": 1,
+          "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12,
+          "ki": 2 ** 10, "mi": 2 ** 20, "gi": 2 ** 30, "ti": 2 ** 40}
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
+
+
+def parse_memory(value: Union[int, str]) -> int:
+    """Bytes from an int or a string such as ``'512MB'`` (10**6) or ``'2GiB'`` (2**30)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"memory_limit must be an int (bytes) or a string such as '512MB', "
+                        f"got {type(value).__name__} {value!r}")
+    if isinstance(value, int):
+        number = value
+    else:
+        match = _MEMORY_RE.match(value)
+        if not match:
+            raise ValueError(f"memory_limit {value!r} is not a size: use bytes as an int, or a "
+                             f"number with a unit: B, KB, MB, GB, TB (powers of 1000) or "
+                             f"KiB, MiB, GiB, TiB (powers of 1024), e.g. '512MB' or '2GiB'")
+        number = int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+    if number <= 0:
+        raise ValueError(f"memory_limit must be more than 0 bytes, got {value!r}")
+    return number
+
+
+def default_context() -> str:
+    """The start method used when ``context`` is None.
+
+    ``forkserver`` where it exists (Linux and other POSIX but macOS), like
+    Python 3.14: workers are forked from a small single-threaded server, so a
+    respawn while our bar and manager threads run cannot inherit a held lock
+    (plain ``fork`` can), and it costs a few milliseconds per worker instead of
+    ``spawn``'s fresh interpreter. ``spawn`` on macOS and Windows, as Python does.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform != "darwin" and "forkserver" in methods:
+        return "forkserver"
+    return "spawn"
+
+
+def default_n_cpu() -> int:
+    """CPUs this process may run on (respects affinity masks and containers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_positive_number(name: str, value: Any, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got "
+                        f"{type(value).__name__} {value!r}")
+    if not value > 0:  # also catches NaN
+        raise ValueError(f"{name} must be more than 0 seconds (or None for no limit), got {value!r}")
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum} (or None), got {value!r}")
+
+
+def _check_choice(name: str, value: Any, allowed: Tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; use one of "
+                         + ", ".join(repr(a) for a in allowed))
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything a run can be told, after ``func`` and ``tasks``.
+
+    Pool settings (``n_cpu`` ... ``maxtasksperchild``) fix how workers are made;
+    the others may change from one call to the next on the same
+    :class:`~parallelbar_clone.ProgressPool`.
+
+    n_cpu: workers to run (default: the CPUs this process may use).
+    executor: ``'processes'`` or ``'threads'``.
+    context: start method ``'fork'``, ``'spawn'`` or ``'forkserver'``
+        (default: :func:`default_context`).
+    initializer, initargs: called as ``initializer(*initargs)`` once in each
+        new worker. If it raises, the run stops with :class:`InitializerError`.
+    maxtasksperchild: replace a worker after it ran this many tasks.
+    chunk_size: tasks sent to a worker at once; None sizes chunks adaptively
+        from measured task durations.
+    total: the number of tasks, for the bar; default ``len(tasks)`` or
+        ``operator.length_hint``; unknown is fine (the bar counts without a %).
+    disable: show no bars.
+    process_timeout: seconds one task may run. Enforced from the parent: the
+        worker is killed (even inside C code) and replaced, and the task's slot
+        gets a :class:`TaskTimeoutError`.
+    memory_limit: bytes (int) or a size string (``'512MB'``, ``'2GiB'``) that a
+        worker's resident memory may grow by over its idle footprint while
+        running a task. A task past it gets a :class:`MemoryLimitError`
+        and the worker is replaced. Processes only.
+    error_behavior: ``'raise'`` (the first failure is raised in the caller at
+        once, as its own type, and the run stops), ``'coerce'`` (the slot gets
+        ``set_error_value``, or the exception itself when that is None),
+        ``'ignore'`` (failed slots are dropped from the result).
+    set_error_value: see ``error_behavior``.
+    need_serialize: accepted for compatibility; functions that plain pickle
+        cannot send go through dill anyway.
+    used_add_progress_decorator: the bar counts calls of functions decorated
+        with :func:`~parallelbar_clone.wrappers.add_progress` instead of tasks.
+    return_failed_tasks: return ``(results, failed_tasks)``.
+    timeout: seconds the whole call may take before :class:`RunTimeoutError`.
+    """
+
+    n_cpu: Optional[int] = None
+    executor: str = "processes"
+    context: Optional[str] = None
+    initializer: Optional[Callable[..., Any]] = None
+    initargs: Tuple[Any, ...] = ()
+    maxtasksperchild: Optional[int] = None
+    chunk_size: Optional[int] = None
+    total: Optional[int] = None
+    disable: bool = False
+    process_timeout: Optional[float] = None
+    memory_limit: Optional[Union[int, str]] = None
+    error_behavior: str = "raise"
+    set_error_value: Any = None
+    need_serialize: bool = False
+    used_add_progress_decorator: bool = False
+    return_failed_tasks: bool = False
+    timeout: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _check_count("n_cpu", self.n_cpu, 1)
+        _check_choice("executor", self.executor, EXECUTORS)
+        if self.context is not None:
+            _check_choice("context", self.context, tuple(multiprocessing.get_all_start_methods()))
+        if self.initializer is not None and not callable(self.initializer):
+            raise TypeError(f"initializer must be callable or None, got "
+                            f"{type(self.initializer).__name__} {self.initializer!r}")
+        if not isinstance(self.initargs, (tuple, list)):
+            raise TypeError(f"initargs must be a tuple, got {type(self.initargs).__name__} "
+                            f"{self.initargs!r}")
+        object.__setattr__(self, "initargs", tuple(self.initargs))
+        _check_count("maxtasksperchild", self.maxtasksperchild, 1)
+        _check_count("chunk_size", self.chunk_size, 1)
+        _check_count("total", self.total, 0)
+        _check_positive_number("process_timeout", self.process_timeout)
+        _check_positive_number("timeout", self.timeout)
+        if self.memory_limit is not None:
+            object.__setattr__(self, "memory_limit", parse_memory(self.memory_limit))
+            if self.executor == "threads":
+                raise ValueError("memory_limit needs executor='processes': a thread cannot be "
+                                 "stopped or measured on its own")
+        _check_choice("error_behavior", self.error_behavior, ERROR_BEHAVIORS)
+        for name in ("disable", "need_serialize", "used_add_progress_decorator",
+                     "return_failed_tasks"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {type(value).__name__} "
+                                f"{value!r}")
+
+    @property
+    def workers(self) -> int:
+        return self.n_cpu if self.n_cpu is not None else default_n_cpu()
+
+    @property
+    def start_method(self) -> str:
+        return self.context if self.context is not None else default_context()
+
+    def with_call(self, **overrides: Any) -> "Options":
+        """A copy with per-call settings replaced (validated again); unknown names raise."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unexpected option(s) {', '.join(unknown)}; allowed: "
+                            + ", ".join(sorted(known)))
+        pool_level = sorted(k for k in overrides if k in POOL_FIELDS
+                            and overrides[k] != getattr(self, k))
+        if pool_level:
+            raise TypeError(f"{', '.join(pool_level)} fix(es) how a ProgressPool makes its workers: "
+                            f"pass it to ProgressPool(...), not to one call")
+        return replace(self, **overrides)
+
+
+POOL_FIELDS = frozenset({"n_cpu", "executor", "context", "initializer", "initargs",
+                         "maxtasksperchild"})

@@ -1,0 +1,1336 @@
+"""Parent side: ProgressPool and the manager thread that runs it.
+
+Who runs what, and which channel carries which message::
+
+    caller thread                manager thread (one per pool)            workers
+    -------------                -----------------------------            -------
+    map()/imap() ---commands---> admit run, pull input in chunks  --task pipe--> process_main()
+          ^      (SimpleQueue    dispatch (<= WINDOW chunks each)              run_chunk()
+          |       + wake pipe)   collect pieces        <--result pipe--  writes its status
+          |                      reap dead workers (sentinels)                slot in shared
+          +-----run.out----------enforce deadlines / memory (slots)            memory
+                (pieces of       respawn
+                 results)            |
+                                     +--bar events--> bar thread (owns tqdm)
+
+Only the manager thread touches workers and run state; the caller thread reads
+``run.out`` and bumps ``run.consumed``; the bar thread only draws. The manager
+waits on every result pipe and every worker's sentinel at once
+(``multiprocessing.connection.wait``), so a worker that dies is seen at once,
+with its exit code, and only the task it was running fails.
+
+Guards (``process_timeout``, ``memory_limit``) are enforced here, from the
+parent: a worker past its deadline or its memory budget is terminated (then
+killed after ``KILL_GRACE``), its task's slot gets the error, the tasks it had
+not finished go back to the front of the queue, and a new worker starts.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import operator
+import os
+import queue
+import signal
+import sys
+import threading
+import weakref
+from collections import deque
+from multiprocessing import connection as mp_connection
+from time import monotonic
+from typing import (Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple)
+
+from . import serialize
+from .bar import UPDATE_INTERVAL, BarThread
+from .errors import (InitializerError, MemoryLimitError, ParallelBarError, RemoteTraceback,
+                     RunTimeoutError, SerializationError, TaskTimeoutError, WorkerDiedError,
+                     describe_death)
+from .options import Options
+from .worker import (DONE, ERR, POS, RUN, SLOT_WIDTH, START, Abandoned, ThreadSlot,
+                     process_main, thread_main)
+
+log = logging.getLogger("parallelbar_clone")
+
+__all__ = ["ProgressPool"]
+
+WINDOW = 2                      # chunks in flight per worker: one running, one queued
+PREFETCH_BYTES = 16384 if os.name == "posix" else 4096  # never fills a pipe: sends can't block
+TARGET_CHUNK_SECONDS = 0.025    # adaptive chunks aim at this much work each
+MAX_CHUNK = 100_000
+KILL_GRACE = 0.3                # SIGTERM, then SIGKILL after this long
+STARTUP_DEATHS = 3              # consecutive workers dying before 'ready' => broken pool
+UNBLAMED_DEATHS = 5             # consecutive deaths outside any task => broken pool
+IDLE_TICK = 0.1
+GUARD_TICK = 0.02
+MEMORY_TICK = 0.01
+
+
+def _func_name(func: Any) -> str:
+    name = getattr(func, "__name__", None)
+    if name is None and hasattr(func, "func"):  # functools.partial
+        return _func_name(func.func)
+    return name if name is not None else type(func).__name__
+
+
+def _guess_total(tasks: Any, total: Optional[int]) -> Optional[int]:
+    if total is not None:
+        return total
+    try:
+        return len(tasks)
+    except (TypeError, AttributeError):
+        pass
+    try:
+        hint = operator.length_hint(tasks, -1)
+    except Exception:
+        hint = -1
+    return hint if hint > 0 else None
+
+
+def _unpack_error(packed: Tuple[BaseException, str]) -> BaseException:
+    exc, tb = packed
+    if tb:
+        try:
+            exc.traceback = tb  # type: ignore[attr-defined]
+        except Exception:
+            pass
+        exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+class _Chunk:
+    __slots__ = ("run", "start", "items", "nbytes", "done", "end", "payload")
+
+    def __init__(self, run: "_Run", start: int, items: List[Any]) -> None:
+        self.run = run
+        self.start = start
+        self.items = items
+        self.done = start            # first position not yet reported
+        self.end = start + len(items)
+        self.nbytes = 0
+        self.payload: Any = None
+
+
+class _Run:
+    """State of one map/imap call, owned by the manager thread."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, func: Callable[[Any], Any], tasks: Iterable[Any], opts: Options,
+                 mode: str, workers: int) -> None:
+        self.id = next(self._ids)
+        self.func = func
+        self.name = _func_name(func)
+        self.opts = opts
+        self.mode = mode                     # 'map', 'imap', 'imapu'
+        self.total = _guess_total(tasks, opts.total)
+        self.it = iter(tasks)
+        self.taken = 0                       # positions pulled from the input
+        self.exhausted = False
+        self.finished = 0                    # positions with a final outcome
+        self.requeue: Deque[Tuple[int, List[Any]]] = deque()
+        self.out: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self.consumed = 0                    # bumped by the caller thread
+        self.cap: Optional[int] = None if mode == "map" else 1024
+        self.workers = workers
+        self.timing = opts.process_timeout is not None or opts.memory_limit is not None
+        self.deadline = monotonic() + opts.timeout if opts.timeout is not None else None
+        self.state = "new"                   # new -> active -> done | failed
+        self.payload: Optional[bytes] = None  # the function, serialized once per run
+        self.per_task: Optional[float] = None  # measured seconds per task (EWMA)
+        self.last_chunk = 0
+        self.bar_done = 0
+        self.bar_failed = 0
+        self.bar_flushed = 0.0
+        self.bar_closed = threading.Event()
+        self.inner_failures: List[Any] = []
+
+    # -- chunk sizing -----------------------------------------------------------------
+    def chunk_size(self) -> int:
+        if self.opts.chunk_size is not None:
+            return self.opts.chunk_size
+        if self.per_task is None:
+            return 1
+        size = int(TARGET_CHUNK_SECONDS / max(self.per_task, 1e-9))
+        size = min(size, max(1, self.last_chunk) * 8, MAX_CHUNK)
+        if self.total is not None:  # keep the tail balanced across workers
+            remaining = self.total - self.taken
+            size = min(size, max(1, remaining // (2 * self.workers)))
+        return max(1, size)
+
+    def observe(self, n: int, busy: float) -> None:
+        if n <= 0:
+            return
+        sample = busy / n
+        self.per_task = sample if self.per_task is None else 0.7 * self.per_task + 0.3 * sample
+
+    def take(self, limit: int) -> Optional[Tuple[int, List[Any]]]:
+        """The next (start, items) to dispatch, at most ``limit`` items, or None."""
+        if self.requeue:
+            start, items = self.requeue.popleft()
+            if len(items) > limit:
+                self.requeue.appendleft((start + limit, items[limit:]))
+                items = items[:limit]
+            return start, items
+        if self.exhausted:
+            return None
+        if self.cap is not None and self.taken - self.consumed >= self.cap:
+            return None
+        size = min(self.chunk_size(), limit)
+        items = list(itertools.islice(self.it, size))
+        if len(items) < size:
+            self.exhausted = True
+            if not items:
+                return None
+        self.last_chunk = len(items)
+        start = self.taken
+        self.taken += len(items)
+        if self.cap is not None:
+            self.cap = max(self.cap, 4 * WINDOW * self.workers * len(items))
+        return start, items
+
+    def has_work(self) -> bool:
+        return bool(self.requeue) or not self.exhausted
+
+    def complete(self) -> bool:
+        return self.exhausted and not self.requeue and self.finished == self.taken
+
+
+class _Worker:
+    """Parent-side handle of one worker (process or thread)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.inflight: Deque[_Chunk] = deque()
+        self.runs: set = set()               # run ids whose function it has
+        self.ready = False
+        self.tasks_left: Optional[int] = None
+        self.retiring = False
+        self.dead = False
+        self.baseline_rss = 0
+        self.killed_at: Optional[float] = None
+        self.pid: Optional[int] = None
+        self.seen_done = 0.0
+        self.seen_err = 0.0
+
+    def unread(self) -> int:
+        return sum(c.nbytes for c in self.inflight if c.done == c.start)
+
+
+# ================================================================= backends
+
+class _ProcessBackend:
+    """Workers are processes; one task pipe and one result pipe each."""
+
+    def __init__(self, opts: Options) -> None:
+        import multiprocessing
+        self.method = opts.start_method
+        self.ctx = multiprocessing.get_context(self.method)
+        if self.method == "forkserver":
+            try:
+                self.ctx.set_forkserver_preload(["parallelbar_clone.worker"])
+            except Exception:
+                pass
+        self.slots = self.ctx.RawArray("d", opts.workers * SLOT_WIDTH)
+        self.view = memoryview(self.slots).cast("B").cast("d")
+        for i in range(opts.workers):
+            self.view[i * SLOT_WIDTH + RUN] = -1.0
+            self.view[i * SLOT_WIDTH + POS] = -1.0
+        self.by_value_main = self.method != "fork" and not hasattr(
+            sys.modules.get("__main__"), "__file__")
+        self.init_payload: Optional[bytes] = None
+        if opts.initializer is not None:
+            try:
+                self.init_payload = serialize.dumps((opts.initializer, opts.initargs),
+                                                    by_value_main=self.by_value_main)
+            except Exception as exc:
+                raise SerializationError(
+                    f"initializer {_func_name(opts.initializer)} or its initargs cannot be sent "
+                    f"to a worker process: {exc}") from exc
+        self._wake_r, self._wake_w = self.ctx.Pipe(duplex=False)
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def start(self, w: _Worker) -> None:
+        task_r, task_w = self.ctx.Pipe(duplex=False)
+        result_r, result_w = self.ctx.Pipe(duplex=False)
+        base = w.index * SLOT_WIDTH
+        self.view[base + RUN] = -1.0
+        self.view[base + POS] = -1.0
+        self.view[base + START] = 0.0
+        self.view[base + DONE] = 0.0
+        self.view[base + ERR] = 0.0
+        proc = self.ctx.Process(target=process_main, name=f"parallelbar-worker-{w.index}",
+                                args=(task_r, result_w, self.slots, w.index, self.init_payload),
+                                daemon=True)
+        if self.method == "fork":
+            # The child gets a copy of every lock as it is now: hold the bar's lock so no
+            # other thread of ours is halfway through writing to the terminal.
+            from tqdm import tqdm
+            with tqdm.get_lock():
+                proc.start()
+        else:
+            proc.start()
+        task_r.close()
+        result_w.close()
+        w.proc = proc  # type: ignore[attr-defined]
+        w.pid = proc.pid
+        w.task_conn = task_w  # type: ignore[attr-defined]
+        w.result_conn = result_r  # type: ignore[attr-defined]
+
+    def send(self, w: _Worker, data: bytes) -> bool:
+        try:
+            w.task_conn.send_bytes(data)  # type: ignore[attr-defined]
+            return True
+        except (OSError, ValueError):
+            return False  # it died; its sentinel will tell
+
+    def send_chunk(self, w: _Worker, chunk: _Chunk, run: _Run) -> bool:
+        if run.id not in w.runs:
+            if not self.send(w, serialize.dumps(("f", run.id, run.payload, run.timing))):
+                return False
+            w.runs.add(run.id)
+        return self.send(w, chunk.payload)
+
+    def encode_chunk(self, chunk: _Chunk, run: _Run) -> None:
+        """Serialize a chunk's tasks; raises if neither pickle nor dill can."""
+        items = serialize.dumps(chunk.items, by_value_main=self.by_value_main)
+        chunk.payload = serialize.dumps(("c", run.id, chunk.start, len(chunk.items), items))
+        chunk.nbytes = len(chunk.payload)
+
+    def forget(self, w: _Worker, run_id: int) -> None:
+        if run_id in w.runs:
+            w.runs.discard(run_id)
+            self.send(w, serialize.dumps(("d", run_id)))
+
+    def stop(self, w: _Worker) -> None:
+        self.send(w, serialize.dumps(("s",)))
+        try:
+            w.task_conn.close()  # type: ignore[attr-defined]
+        except OSError:
+            pass
+
+    def kill(self, w: _Worker) -> None:
+        try:
+            w.proc.terminate()  # type: ignore[attr-defined]
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def force_kill(self, w: _Worker) -> None:
+        try:
+            w.proc.kill()  # type: ignore[attr-defined]
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def alive(self, w: _Worker) -> bool:
+        return w.proc.is_alive()  # type: ignore[attr-defined]
+
+    def exitcode(self, w: _Worker) -> Optional[int]:
+        w.proc.join(0.5)  # type: ignore[attr-defined]
+        return w.proc.exitcode  # type: ignore[attr-defined]
+
+    def release(self, w: _Worker) -> None:
+        for conn in (w.task_conn, w.result_conn):  # type: ignore[attr-defined]
+            try:
+                conn.close()
+            except OSError:
+                pass
+        try:
+            w.proc.join(0)  # type: ignore[attr-defined]
+            if w.proc.exitcode is not None:  # type: ignore[attr-defined]
+                w.proc.close()  # type: ignore[attr-defined]
+        except (ValueError, AttributeError):
+            pass
+
+    def slot(self, w: _Worker) -> Tuple[int, int, float]:
+        """(run id, position, start) read consistently; start 0 means between tasks."""
+        view, base = self.view, w.index * SLOT_WIDTH
+        for _ in range(3):
+            run, pos, start = view[base + RUN], view[base + POS], view[base + START]
+            if view[base + POS] == pos and view[base + RUN] == run:
+                return int(run), int(pos), start
+        return int(run), int(pos), 0.0
+
+    def counters(self, w: _Worker) -> Tuple[float, float]:
+        base = w.index * SLOT_WIDTH
+        return self.view[base + DONE], self.view[base + ERR]
+
+    def rss(self, w: _Worker) -> Optional[int]:
+        return read_rss(w.pid, self.page)
+
+    def wait(self, workers: List[_Worker], dying: List[_Worker], timeout: float
+             ) -> List[Tuple[_Worker, Any]]:
+        """Block until a message, a death or a wake-up; return (worker, message|None)."""
+        objects: Dict[Any, Tuple[_Worker, bool]] = {}
+        for w in workers:
+            objects[w.result_conn] = (w, False)  # type: ignore[attr-defined]
+            objects[w.proc.sentinel] = (w, True)  # type: ignore[attr-defined]
+        for w in dying:
+            objects[w.proc.sentinel] = (w, True)  # type: ignore[attr-defined]
+        ready = mp_connection.wait(list(objects) + [self._wake_r], timeout)
+        events: List[Tuple[_Worker, Any]] = []
+        deaths: List[Tuple[_Worker, Any]] = []
+        for obj in ready:
+            if obj is self._wake_r:
+                with self._wake_lock:
+                    while self._wake_r.poll():
+                        self._wake_r.recv_bytes()
+                    self._wake_pending = False
+                continue
+            w, is_sentinel = objects[obj]
+            if is_sentinel:
+                deaths.append((w, None))
+            else:
+                events.extend((w, m) for m in self.drain(w, block_first=True))
+        return events + deaths
+
+    def drain(self, w: _Worker, block_first: bool = False) -> List[Any]:
+        """Every complete message waiting on w's result pipe."""
+        out = []
+        conn = w.result_conn  # type: ignore[attr-defined]
+        try:
+            while block_first or conn.poll():
+                block_first = False
+                out.append(serialize.pickle.loads(conn.recv_bytes()))
+        except (EOFError, OSError):
+            pass
+        return out
+
+    def wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+            try:
+                self._wake_w.send_bytes(b"")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for conn in (self._wake_r, self._wake_w):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+def read_rss(pid: Optional[int], page: int = 4096) -> Optional[int]:
+    """Resident memory of a process in bytes (Linux /proc, else psutil if installed)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * page
+    except OSError:
+        pass
+    except (ValueError, IndexError):
+        return None
+    try:
+        import psutil
+        return psutil.Process(pid).memory_info().rss
+    except Exception:
+        return None
+
+
+def rss_supported() -> bool:
+    if os.path.exists(f"/proc/{os.getpid()}/statm"):
+        return True
+    try:
+        import psutil  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+class _ThreadBackend:
+    """Workers are threads of this process; nothing is pickled. A thread that runs past
+    ``process_timeout`` cannot be killed: its slot is filled at the deadline, the thread
+    is abandoned (an exception is injected to stop it at its next Python line) and a
+    new one takes its place."""
+
+    method = "threads"
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.outbox: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+
+    def start(self, w: _Worker) -> None:
+        w.inbox = queue.SimpleQueue()  # type: ignore[attr-defined]
+        w.slot = ThreadSlot()  # type: ignore[attr-defined]
+        t = threading.Thread(target=thread_main, name=f"parallelbar-worker-{w.index}",
+                             args=(w.inbox, self.outbox, w, w.slot,  # type: ignore[attr-defined]
+                                   self.opts.initializer, self.opts.initargs), daemon=True)
+        t.start()
+        w.thread = t  # type: ignore[attr-defined]
+        w.pid = os.getpid()
+
+    def encode_chunk(self, chunk: _Chunk, run: _Run) -> None:
+        chunk.payload = None
+        chunk.nbytes = 0
+
+    def send_chunk(self, w: _Worker, chunk: _Chunk, run: _Run) -> bool:
+        w.inbox.put(("c", run.id, chunk.start, run.func, chunk.items,  # type: ignore[attr-defined]
+                     run.timing))
+        return True
+
+    def forget(self, w: _Worker, run_id: int) -> None:
+        pass
+
+    def stop(self, w: _Worker) -> None:
+        w.inbox.put(("s",))  # type: ignore[attr-defined]
+
+    def kill(self, w: _Worker) -> None:
+        w.slot.abandoned = True  # type: ignore[attr-defined]
+        w.inbox.put(("s",))  # type: ignore[attr-defined]
+        from .wrappers import async_raise
+        async_raise(w.thread, Abandoned)  # type: ignore[attr-defined]
+
+    force_kill = kill
+
+    def alive(self, w: _Worker) -> bool:
+        return not w.slot.abandoned and w.thread.is_alive()  # type: ignore[attr-defined]
+
+    def exitcode(self, w: _Worker) -> Optional[int]:
+        return 0
+
+    def release(self, w: _Worker) -> None:
+        pass
+
+    def slot(self, w: _Worker) -> Tuple[int, int, float]:
+        s = w.slot  # type: ignore[attr-defined]
+        for _ in range(3):
+            run, pos, start = s[RUN], s[POS], s[START]
+            if s[POS] == pos and s[RUN] == run:
+                return int(run), int(pos), start
+        return int(run), int(pos), 0.0
+
+    def counters(self, w: _Worker) -> Tuple[float, float]:
+        s = w.slot  # type: ignore[attr-defined]
+        return s[DONE], s[ERR]
+
+    def rss(self, w: _Worker) -> Optional[int]:
+        return None
+
+    def wait(self, workers: List[_Worker], dying: List[_Worker], timeout: float
+             ) -> List[Tuple[_Worker, Any]]:
+        events = []
+        try:
+            events.append(self.outbox.get(timeout=timeout))
+            while True:
+                events.append(self.outbox.get_nowait())
+        except queue.Empty:
+            pass
+        return [e for e in events if e[0] is not None]
+
+    def drain(self, w: _Worker, block_first: bool = False) -> List[Any]:
+        return []
+
+    def wake(self) -> None:
+        self.outbox.put((None, None))
+
+    def close(self) -> None:
+        pass
+
+
+# ================================================================= the pool
+
+class ProgressPool:
+    """A pool of workers with live progress bars, that survives its tasks.
+
+    Use it as a context manager to keep workers across calls::
+
+        with ProgressPool(n_cpu=4, process_timeout=10) as pool:
+            squares = pool.map(square, range(1000))
+            for row in pool.imap(parse, open("big.csv")):   # lazy, bounded memory
+                ...
+
+    Keyword arguments are the fields of :class:`~parallelbar_clone.options.Options`;
+    ``n_cpu``, ``executor``, ``context``, ``initializer``, ``initargs`` and
+    ``maxtasksperchild`` fix the workers, the rest are defaults that each call may
+    override with the same keywords.
+    """
+
+    def __init__(self, n_cpu: Optional[int] = None, **options: Any) -> None:
+        self._options = Options(n_cpu=n_cpu, **options)
+        self._workers_wanted = self._options.workers
+        self._backend: Any = (_ThreadBackend(self._options)
+                              if self._options.executor == "threads"
+                              else _ProcessBackend(self._options))
+        self._commands: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._runs: Dict[int, _Run] = {}
+        self._workers: List[_Worker] = []
+        self._dying: List[_Worker] = []
+        self._free_slots = list(range(self._workers_wanted))
+        self._broken: Optional[BaseException] = None
+        self._closing: Optional[str] = None
+        self._startup_deaths = 0
+        self._unblamed_deaths = 0
+        self._bars: Optional[BarThread] = None
+        self._bars_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._manager = threading.Thread(target=self._manage, name="parallelbar-manager",
+                                         daemon=True)
+        self._manager.start()
+        _LIVE_POOLS.add(self)
+
+    # ------------------------------------------------------------------ public API
+    def map(self, func: Callable[[Any], Any], tasks: Iterable[Any], **options: Any) -> Any:
+        """Apply ``func`` to every task; a list in task order (see ``progress_map``)."""
+        return self._collect(self._submit(func, tasks, "map", options))
+
+    def starmap(self, func: Callable[..., Any], tasks: Iterable[Iterable[Any]],
+                **options: Any) -> Any:
+        """Like :meth:`map`, calling ``func(*task)``."""
+        return self.map(_Star(func), tasks, **options)
+
+    def imap(self, func: Callable[[Any], Any], tasks: Iterable[Any],
+             **options: Any) -> "ResultIterator":
+        """A lazy iterator of results in task order. Input is pulled as results are
+        consumed, so an endless generator streams in bounded memory."""
+        return ResultIterator(self, self._submit(func, tasks, "imap", options), ordered=True)
+
+    def imap_unordered(self, func: Callable[[Any], Any], tasks: Iterable[Any],
+                       **options: Any) -> "ResultIterator":
+        """Like :meth:`imap`, yielding results as they complete."""
+        return ResultIterator(self, self._submit(func, tasks, "imapu", options), ordered=False)
+
+    def close(self) -> None:
+        """Stop the workers once they are idle and wait for them (cancels unfinished runs)."""
+        self._shutdown("close")
+
+    def terminate(self) -> None:
+        """Kill the workers now."""
+        self._shutdown("terminate")
+
+    def __enter__(self) -> "ProgressPool":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self._shutdown("terminate" if exc_type is not None else "close")
+
+    # ------------------------------------------------------------------ caller side
+    def _submit(self, func: Callable[[Any], Any], tasks: Iterable[Any], mode: str,
+                options: Dict[str, Any]) -> _Run:
+        opts = self._options.with_call(**options)
+        if not callable(func):
+            raise TypeError(f"func must be callable, got {type(func).__name__} {func!r}")
+        try:
+            iter(tasks)
+        except TypeError:
+            raise TypeError(f"tasks must be iterable, got {type(tasks).__name__} {tasks!r}"
+                            ) from None
+        if opts.memory_limit is not None and not rss_supported():
+            raise ValueError("memory_limit needs /proc (Linux) or the psutil package: "
+                             "pip install 'parallelbar_clone[memory]'")
+        if self._broken is not None:
+            raise self._broken
+        if self._closing is not None:
+            raise ValueError("this ProgressPool is closed")
+        run = _Run(func, tasks, opts, mode, self._workers_wanted)
+        if isinstance(self._backend, _ProcessBackend):
+            try:
+                run.payload = serialize.dumps(func, by_value_main=self._backend.by_value_main)
+            except Exception as exc:
+                raise SerializationError(
+                    f"function {run.name} cannot be sent to a worker process by pickle or dill: "
+                    f"{exc}") from exc
+        if not opts.disable:
+            self._bar_thread().send(("open", run.id, run.total, "DONE", 0))
+        self._commands.put(("submit", run))
+        self._backend.wake()
+        return run
+
+    def _bar_thread(self) -> BarThread:
+        with self._bars_lock:
+            if self._bars is None:
+                self._bars = BarThread()
+            return self._bars
+
+    def _cancel(self, run: _Run) -> None:
+        self._commands.put(("cancel", run))
+        self._backend.wake()
+
+    def _wait_bar(self, run: _Run) -> None:
+        if not run.opts.disable:
+            run.bar_closed.wait(2.0)
+
+    def _collect(self, run: _Run) -> Any:
+        """Gather a whole run into a list (map, and the list-returning functions)."""
+        results: List[Any] = []
+        failed: Dict[int, Any] = {}
+        failed_positions: List[int] = []
+        in_order = run.mode != "imapu"
+        ok = False
+        try:
+            for start, values, errors, items in _pieces(run):
+                if in_order:
+                    end = start + len(values)
+                    if end > len(results):
+                        results.extend([None] * (end - len(results)))
+                    results[start:end] = values
+                else:
+                    base = len(results)
+                    results.extend(values)
+                if errors:
+                    for pos, exc in errors.items():
+                        index = pos if in_order else base + pos - start
+                        results[index] = _coerced(run.opts, exc)
+                        failed_positions.append(index)
+                        if items is not None:
+                            failed[index] = items.get(pos)
+                run.consumed += len(values)
+            ok = True
+        finally:
+            if not ok:
+                self._cancel(run)
+            self._wait_bar(run)
+        if run.opts.error_behavior == "ignore" and failed_positions:
+            drop = set(failed_positions)
+            results = [r for i, r in enumerate(results) if i not in drop]
+        if run.opts.return_failed_tasks:
+            failed_tasks = [failed[i] for i in sorted(failed)] + run.inner_failures
+            return results, failed_tasks
+        return results
+
+    def _shutdown(self, how: str) -> None:
+        if self._closing is None or how == "terminate":
+            self._closing = how
+        self._backend.wake()
+        self._commands.put(("shutdown", how))
+        self._backend.wake()
+        if threading.current_thread() is not self._manager:
+            self._closed.wait(10.0)
+            self._manager.join(2.0)
+        if self._bars is not None:
+            self._bars.stop()
+        _LIVE_POOLS.discard(self)
+
+    # ------------------------------------------------------------------ manager thread
+    def _manage(self) -> None:
+        if hasattr(signal, "pthread_sigmask"):
+            # Workers inherit this thread's signal mask: SIGINT stays blocked in them until
+            # they ignore it, so Ctrl-C reaches only the main process.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug here must not become a hang
+            log.exception("parallelbar_clone manager thread failed")
+            err = ParallelBarError(f"internal error in the pool manager: {exc!r}")
+            err.__cause__ = exc
+            self._broken = err
+            for run in list(self._runs.values()):
+                self._fail_run(run, err)
+            self._kill_all()
+        finally:
+            self._backend.close()
+            self._closed.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._read_commands()
+            if self._closing == "terminate" or (self._closing == "close" and not self._runs):
+                self._stop_workers(graceful=self._closing == "close")
+                return
+            if self._broken is None:
+                self._ensure_workers()
+                self._dispatch()
+            events = self._backend.wait(self._workers, self._dying, self._tick())
+            for w, msg in events:
+                if msg is None:
+                    self._on_exit(w)
+                elif not w.dead:
+                    self._on_message(w, msg)
+            now = monotonic()
+            self._check_guards(now)
+            self._flush_bars(now)
+
+    def _tick(self) -> float:
+        tick = IDLE_TICK
+        for run in self._runs.values():
+            if run.opts.memory_limit is not None:
+                tick = min(tick, MEMORY_TICK)
+            elif run.opts.process_timeout is not None:
+                tick = min(tick, GUARD_TICK, run.opts.process_timeout / 4)
+        if self._dying:
+            tick = min(tick, GUARD_TICK)
+        return tick
+
+    def _read_commands(self) -> None:
+        while True:
+            try:
+                kind, arg = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "submit":
+                if self._broken is not None:
+                    self._fail_run(arg, self._broken)
+                    continue
+                arg.state = "active"
+                self._runs[arg.id] = arg
+                if arg.complete():
+                    self._finish_run(arg)
+            elif kind == "cancel":
+                if arg.id in self._runs:
+                    self._end_run(arg, "failed")
+            elif kind == "shutdown":
+                if self._closing is None or arg == "terminate":
+                    self._closing = arg
+
+    # -- workers --------------------------------------------------------------------
+    def _ensure_workers(self) -> None:
+        while len([w for w in self._workers if not w.retiring]) < self._workers_wanted \
+                and self._free_slots:
+            w = _Worker(self._free_slots.pop(0))
+            w.tasks_left = self._options.maxtasksperchild
+            try:
+                self._backend.start(w)
+            except Exception as exc:
+                self._free_slots.insert(0, w.index)
+                self._break(ParallelBarError(f"could not start a worker: {exc!r}"), exc)
+                return
+            self._workers.append(w)
+
+    def _retire(self, w: _Worker) -> None:
+        """Stop an idle worker (maxtasksperchild reached); its slot is reused."""
+        self._backend.stop(w)
+        self._workers.remove(w)
+        w.dead = True
+        w.killed_at = monotonic()
+        self._dying.append(w)
+
+    def _stop_workers(self, graceful: bool) -> None:
+        for run in list(self._runs.values()):
+            self._fail_run(run, ParallelBarError("the pool was shut down before this run ended"))
+        if graceful:
+            for w in self._workers:
+                self._backend.stop(w)
+            deadline = monotonic() + 1.0
+            for w in self._workers:
+                if isinstance(self._backend, _ProcessBackend):
+                    w.proc.join(max(0.0, deadline - monotonic()))  # type: ignore[attr-defined]
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        everyone = self._workers + self._dying
+        for w in everyone:
+            if self._backend.alive(w):
+                self._backend.kill(w)
+        if isinstance(self._backend, _ProcessBackend):
+            deadline = monotonic() + KILL_GRACE
+            for w in everyone:
+                w.proc.join(max(0.0, deadline - monotonic()))  # type: ignore[attr-defined]
+            for w in everyone:
+                if self._backend.alive(w):
+                    self._backend.force_kill(w)
+                    w.proc.join(1.0)  # type: ignore[attr-defined]
+        for w in everyone:
+            self._backend.release(w)
+        self._workers = []
+        self._dying = []
+
+    def _break(self, err: BaseException, cause: Optional[BaseException] = None) -> None:
+        if cause is not None and err.__cause__ is None:
+            err.__cause__ = cause
+        self._broken = err
+        for run in list(self._runs.values()):
+            self._fail_run(run, err)
+
+    # -- dispatch -------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        if not self._runs:
+            return
+        for depth in range(1, WINDOW + 1):
+            for w in list(self._workers):
+                if w.retiring or w.dead or len(w.inflight) >= depth:
+                    continue
+                if not self._dispatch_one(w):
+                    if not any(r.has_work() for r in self._runs.values()):
+                        return
+
+    def _dispatch_one(self, w: _Worker) -> bool:
+        limit = MAX_CHUNK if w.tasks_left is None else w.tasks_left
+        for run in list(self._runs.values()):
+            if run.state != "active" or not run.has_work():
+                continue
+            try:
+                got = run.take(limit)
+            except BaseException as exc:  # the caller's input iterator raised
+                self._fail_run(run, exc)
+                continue
+            if got is None:
+                if run.complete():
+                    self._finish_run(run)
+                continue
+            start, items = got
+            chunk = _Chunk(run, start, items)
+            try:
+                self._backend.encode_chunk(chunk, run)
+            except Exception as exc:
+                self._unsendable(run, chunk, exc)
+                return True
+            extra = 0 if run.id in w.runs else len(run.payload or b"")
+            idle = w.ready and not w.inflight
+            if not idle and w.unread() + chunk.nbytes + extra > PREFETCH_BYTES:
+                run.requeue.appendleft((start, items))  # wait till the worker has read its pipe
+                return False
+            if not self._backend.send_chunk(w, chunk, run):
+                run.requeue.appendleft((start, items))
+                return False
+            chunk.nbytes += extra
+            w.inflight.append(chunk)
+            if w.tasks_left is not None:
+                w.tasks_left -= len(items)
+                if w.tasks_left <= 0:
+                    w.retiring = True
+            return True
+        return False
+
+    def _unsendable(self, run: _Run, chunk: _Chunk, exc: BaseException) -> None:
+        """Tasks that neither pickle nor dill can send: split till each bad one fails alone."""
+        if len(chunk.items) > 1:
+            for i in reversed(range(len(chunk.items))):
+                run.requeue.appendleft((chunk.start + i, [chunk.items[i]]))
+            return
+        item = chunk.items[0]
+        err = SerializationError(f"task {chunk.start} ({serialize.describe(item)}) cannot be "
+                                 f"sent to a worker process by pickle or dill: {exc}")
+        err.__cause__ = exc
+        self._deliver(run, chunk.start, [None], {chunk.start: err}, chunk.items)
+
+    # -- messages -------------------------------------------------------------------
+    def _on_message(self, w: _Worker, msg: Any) -> None:
+        kind = msg[0]
+        if kind == "r":
+            self._on_results(w, msg)
+        elif kind == "ready":
+            w.ready = True
+            self._startup_deaths = 0
+            rss = self._backend.rss(w)
+            w.baseline_rss = rss or 0
+        elif kind == "init_error":
+            exc = _unpack_error(msg[1])
+            name = _func_name(self._options.initializer)
+            err = InitializerError(f"initializer {name} raised {serialize.describe(exc)}: {exc} "
+                                   f"(in worker pid {w.pid}); no task can run")
+            self._break(err, exc)
+        elif kind == "bad":
+            _, run_id, start, n, packed = msg
+            chunk = self._pop_chunk(w, start)
+            run = self._runs.get(run_id)
+            if run is None or chunk is None:
+                return
+            exc = _unpack_error(packed)
+            if n > 1:
+                for i in reversed(range(n)):
+                    run.requeue.appendleft((start + i, [chunk.items[i]]))
+            else:
+                err = SerializationError(f"task {start} could not be unpickled in the worker: "
+                                         f"{serialize.describe(exc)}: {exc}")
+                err.__cause__ = exc
+                self._deliver(run, start, [None], {start: err}, chunk.items)
+        elif kind == "func_error":
+            run = self._runs.get(msg[1])
+            if run is not None:
+                exc = _unpack_error(msg[2])
+                err = SerializationError(f"function {run.name} could not be loaded in the worker: "
+                                         f"{serialize.describe(exc)}: {exc}")
+                err.__cause__ = exc
+                self._fail_run(run, err)
+
+    def _pop_chunk(self, w: _Worker, start: int) -> Optional[_Chunk]:
+        for chunk in w.inflight:
+            if chunk.done == start:
+                w.inflight.remove(chunk)
+                return chunk
+        return None
+
+    def _on_results(self, w: _Worker, msg: Any) -> None:
+        _, run_id, start, n, errors, busy, inner, data, dilled = msg
+        chunk = w.inflight[0] if w.inflight else None
+        if chunk is None or chunk.run.id != run_id or chunk.done != start:
+            chunk = next((c for c in w.inflight if c.run.id == run_id and c.done == start), None)
+            if chunk is None:
+                log.debug("unexpected results from worker %s", w.pid)
+                return
+        chunk.done = start + n
+        if chunk.done >= chunk.end:
+            w.inflight.remove(chunk)
+        run = chunk.run
+        if run.state != "active":
+            return
+        run.observe(n, busy)
+        if inner:
+            run.inner_failures.extend(inner)
+        failures: Dict[int, BaseException] = {}
+        if errors:
+            failures = {pos: _unpack_error(p) for pos, p in errors.items()}
+        if isinstance(data, (bytes, bytearray)):
+            try:
+                values = serialize.pickle.loads(data)
+            except Exception as exc:
+                values = [None] * n
+                for i in range(n):
+                    if start + i not in failures:
+                        err = SerializationError(
+                            f"the result of task {start + i} could not be unpickled in the main "
+                            f"process: {serialize.describe(exc)}: {exc}")
+                        err.__cause__ = exc
+                        failures[start + i] = err
+        else:
+            values = data
+        if dilled:
+            for i, value in enumerate(values):
+                if isinstance(value, serialize.Dilled):
+                    try:
+                        values[i] = value.load()
+                    except Exception as exc:
+                        values[i] = None
+                        failures[start + i] = SerializationError(
+                            f"the result of task {start + i} could not be loaded by dill in the "
+                            f"main process: {exc}")
+        self._deliver(run, start, values, failures,
+                      chunk.items[start - chunk.start:start - chunk.start + n], start0=start)
+
+    def _deliver(self, run: _Run, start: int, values: List[Any],
+                 failures: Optional[Dict[int, BaseException]], items: List[Any],
+                 start0: Optional[int] = None) -> None:
+        """Final outcomes of tasks start .. start+len(values)-1."""
+        if run.state != "active":
+            return
+        n = len(values)
+        nfail = len(failures) if failures else 0
+        run.finished += n
+        run.bar_done += n - nfail
+        run.bar_failed += nfail
+        if failures:
+            if run.opts.error_behavior == "raise":
+                first = min(failures)
+                self._fail_run(run, failures[first])
+                return
+            failed_items = ({pos: items[pos - start] for pos in failures}
+                            if run.opts.return_failed_tasks else None)
+        else:
+            failed_items = None
+        run.out.put(("p", start, values, failures or None, failed_items))
+        if run.complete():
+            self._finish_run(run)
+
+    # -- run endings ----------------------------------------------------------------
+    def _finish_run(self, run: _Run) -> None:
+        if run.state == "active":
+            self._end_run(run, "done")
+            run.out.put(("end",))
+
+    def _fail_run(self, run: _Run, exc: BaseException) -> None:
+        if run.state in ("active", "new"):
+            self._end_run(run, "failed")
+            run.out.put(("fail", exc))
+
+    def _end_run(self, run: _Run, state: str) -> None:
+        cancelled = state == "failed"
+        run.state = state
+        self._runs.pop(run.id, None)
+        run.requeue.clear()
+        for w in list(self._workers):
+            busy = any(c.run is run for c in w.inflight)
+            if cancelled and busy:
+                # Its remaining tasks of this run are not wanted: stop it now rather than
+                # let the next call wait behind them.
+                self._kill(w, None)
+            else:
+                self._backend.forget(w, run.id)
+        self._flush_run_bar(run, monotonic(), force=True)
+        if not run.opts.disable:
+            self._bar_thread().send(("close", run.id, run.bar_closed))
+
+    # -- deaths and guards ----------------------------------------------------------
+    def _kill(self, w: _Worker, blame: Optional[Tuple[_Run, int, BaseException]]) -> None:
+        """Kill w now; give ``blame``'s task its error, send its other tasks elsewhere."""
+        if w.dead:
+            return
+        for msg in self._backend.drain(w):
+            self._on_message(w, msg)
+        self._backend.kill(w)
+        w.killed_at = monotonic()
+        self._bury(w, blame)
+
+    def _on_exit(self, w: _Worker) -> None:
+        if w.dead:  # a worker we had already given up on: reap it
+            if w in self._dying:
+                self._dying.remove(w)
+            self._backend.release(w)
+            return
+        for msg in self._backend.drain(w):
+            self._on_message(w, msg)
+        if w.dead:
+            return
+        code = self._backend.exitcode(w)
+        if not w.ready:
+            self._startup_deaths += 1
+            if self._startup_deaths >= STARTUP_DEATHS and self._broken is None:
+                self._bury(w, None)
+                self._break(InitializerError(
+                    f"{STARTUP_DEATHS} workers in a row died while starting: the last (pid "
+                    f"{w.pid}) {describe_death(code)}"))
+                return
+        blame = None
+        run_id, pos, _ = self._backend.slot(w)
+        run = self._runs.get(run_id)
+        if run is not None and w.ready and any(c.run is run and c.done <= pos < c.end
+                                               for c in w.inflight):
+            blame = (run, pos, WorkerDiedError(
+                f"worker pid {w.pid} running task {pos} ({run.name}) {describe_death(code)}",
+                pid=w.pid, exitcode=code, task_position=pos))
+            self._unblamed_deaths = 0
+        elif w.inflight:
+            self._unblamed_deaths += 1
+            if self._unblamed_deaths >= UNBLAMED_DEATHS and self._broken is None:
+                self._bury(w, None)
+                self._break(WorkerDiedError(
+                    f"{UNBLAMED_DEATHS} workers in a row died outside any task; the last (pid "
+                    f"{w.pid}) {describe_death(code)}", pid=w.pid, exitcode=code))
+                return
+        self._bury(w, blame)
+        self._backend.release(w)
+        if w in self._dying:
+            self._dying.remove(w)
+
+    def _bury(self, w: _Worker, blame: Optional[Tuple[_Run, int, BaseException]]) -> None:
+        """Take w out of service: requeue what it had not finished, fail the blamed task."""
+        w.dead = True
+        if w in self._workers:
+            self._workers.remove(w)
+        if w.killed_at is not None and self._backend.alive(w):
+            self._dying.append(w)
+        self._free_slots.append(w.index)
+        blamed_run, blamed_pos = (blame[0], blame[1]) if blame else (None, -1)
+        back: Dict[int, List[Tuple[int, List[Any]]]] = {}
+        for chunk in w.inflight:
+            run = chunk.run
+            if run.state != "active":
+                continue
+            offset = chunk.done - chunk.start
+            if run is blamed_run and chunk.done <= blamed_pos < chunk.end:
+                i = blamed_pos - chunk.start
+                if blamed_pos > chunk.done:
+                    back.setdefault(run.id, []).append((chunk.done, chunk.items[offset:i]))
+                if blamed_pos + 1 < chunk.end:
+                    back.setdefault(run.id, []).append((blamed_pos + 1, chunk.items[i + 1:]))
+            elif chunk.done < chunk.end:
+                back.setdefault(run.id, []).append((chunk.done, chunk.items[offset:]))
+        for run_id, pieces in back.items():
+            run = self._runs.get(run_id)
+            if run is not None:
+                run.requeue.extendleft(reversed(pieces))
+        inflight, w.inflight = w.inflight, deque()
+        if blame is not None and blamed_run is not None and blamed_run.state == "active":
+            chunk = next((c for c in inflight if c.run is blamed_run
+                          and c.start <= blamed_pos < c.end), None)
+            item = [chunk.items[blamed_pos - chunk.start]] if chunk is not None else [None]
+            self._deliver(blamed_run, blamed_pos, [None], {blamed_pos: blame[2]}, item)
+
+    def _check_guards(self, now: float) -> None:
+        for w in list(self._dying):
+            if w.killed_at is not None and now - w.killed_at > KILL_GRACE \
+                    and self._backend.alive(w):
+                self._backend.force_kill(w)
+                w.killed_at = now  # escalate once per grace period
+        for run in list(self._runs.values()):
+            if run.deadline is not None and now > run.deadline:
+                self._fail_run(run, RunTimeoutError(
+                    f"{run.mode} of {run.name} did not finish within timeout={run.opts.timeout} s "
+                    f"({run.finished} of {run.total if run.total is not None else '?'} tasks done)"))
+        if not self._runs:
+            return
+        for w in list(self._workers):
+            if w.dead or not w.inflight:
+                continue
+            run_id, pos, started = self._backend.slot(w)
+            run = self._runs.get(run_id)
+            if run is None or started <= 0.0:
+                continue
+            limit = run.opts.process_timeout
+            if limit is not None and now - started > limit:
+                self._kill(w, (run, pos, TaskTimeoutError(
+                    f'function "{run.name}" took longer than {limit} s.',
+                    task_position=pos, timeout=limit)))
+                continue
+            mem = run.opts.memory_limit
+            if mem is not None:
+                rss = self._backend.rss(w)
+                if rss is not None and rss - w.baseline_rss > mem:
+                    used = rss - w.baseline_rss
+                    self._kill(w, (run, pos, MemoryLimitError(
+                        f"task {pos} ({run.name}) grew its worker's resident memory by "
+                        f"{used / 1e6:.0f} MB, over memory_limit={mem / 1e6:.0f} MB; worker pid "
+                        f"{w.pid} was killed and replaced", task_position=pos, limit=mem,
+                        used=used)))
+
+    # -- bars -----------------------------------------------------------------------
+    def _flush_bars(self, now: float) -> None:
+        for run in self._runs.values():
+            self._flush_run_bar(run, now)
+
+    def _flush_run_bar(self, run: _Run, now: float, force: bool = False) -> None:
+        if run.opts.disable or (not force and now - run.bar_flushed < UPDATE_INTERVAL):
+            return
+        run.bar_flushed = now
+        if run.opts.used_add_progress_decorator:
+            done, failed = self._decorated_counts(run)
+            failed += run.bar_failed
+            run.bar_failed = 0
+        else:
+            done, failed = run.bar_done, run.bar_failed
+            run.bar_done = run.bar_failed = 0
+        if done or failed:
+            self._bar_thread().send(("update", run.id, done, failed, None))
+
+    def _decorated_counts(self, run: _Run) -> Tuple[int, int]:
+        """Calls counted by @add_progress in the workers since the last look."""
+        done = failed = 0
+        for w in self._workers:
+            d, e = self._backend.counters(w)
+            done += int(d - w.seen_done)
+            failed += int(e - w.seen_err)
+            w.seen_done, w.seen_err = d, e
+        return done, failed
+
+
+class _Star:
+    """``func(*args)``, picklable when ``func`` is."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+
+    def __call__(self, args: Iterable[Any]) -> Any:
+        return self.func(*args)
+
+    def __reduce__(self):
+        return (_Star, (self.func,))
+
+    @property
+    def __name__(self) -> str:  # for messages
+        return _func_name(self.func)
+
+
+def _coerced(opts: Options, exc: BaseException) -> Any:
+    return opts.set_error_value if opts.set_error_value is not None else exc
+
+
+def _pieces(run: _Run) -> Iterator[Tuple[int, List[Any], Any, Any]]:
+    """Pieces of results as the manager delivers them; raises the run's failure."""
+    while True:
+        try:
+            msg = run.out.get(timeout=0.25)
+        except queue.Empty:
+            continue
+        kind = msg[0]
+        if kind == "p":
+            yield msg[1], msg[2], msg[3], msg[4]
+        elif kind == "end":
+            return
+        else:
+            raise msg[1]
+
+
+class ResultIterator:
+    """Lazy results of :meth:`ProgressPool.imap` / :meth:`ProgressPool.imap_unordered`.
+
+    Closing it (or leaving a ``for`` loop early and dropping it) cancels the run.
+    """
+
+    def __init__(self, pool: ProgressPool, run: _Run, ordered: bool) -> None:
+        self._pool = pool
+        self._run = run
+        self._ordered = ordered
+        self._pieces = _pieces(run)
+        self._buffer: Dict[int, Tuple[List[Any], Any]] = {}
+        self._ready: Deque[Any] = deque()
+        self._next = 0
+        self._done = False
+        self.failed_tasks: List[Any] = []
+
+    def __iter__(self) -> "ResultIterator":
+        return self
+
+    def __next__(self) -> Any:
+        opts = self._run.opts
+        while not self._ready:
+            if self._done:
+                raise StopIteration
+            self._fill()
+        value, failed = self._ready.popleft()
+        self._run.consumed += 1
+        if failed:
+            if opts.error_behavior == "ignore":
+                return self.__next__()
+            return _coerced(opts, value)
+        return value
+
+    def _fill(self) -> None:
+        try:
+            start, values, errors, items = next(self._pieces)
+        except StopIteration:
+            self._done = True
+            self._pool._wait_bar(self._run)
+            return
+        except BaseException:
+            self._done = True
+            self._pool._cancel(self._run)
+            self._pool._wait_bar(self._run)
+            raise
+        if errors and items:
+            self.failed_tasks.extend(items[p] for p in sorted(items))
+        if not self._ordered:
+            self._emit(start, values, errors)
+            return
+        self._buffer[start] = (values, errors)
+        while self._next in self._buffer:
+            values, errors = self._buffer.pop(self._next)
+            self._emit(self._next, values, errors)
+            self._next += len(values)
+
+    def _emit(self, start: int, values: List[Any], errors: Any) -> None:
+        if not errors:
+            self._ready.extend((v, False) for v in values)
+        else:
+            self._ready.extend((errors[start + i], True) if start + i in errors else (v, False)
+                               for i, v in enumerate(values))
+
+    def close(self) -> None:
+        """Stop the run: its workers are stopped, no more input is read."""
+        if not self._done:
+            self._done = True
+            self._pool._cancel(self._run)
+            self._pool._wait_bar(self._run)
+
+    def __del__(self) -> None:
+        try:
+            if not self._done:
+                self._pool._cancel(self._run)
+        except Exception:
+            pass
+
+    def __enter__(self) -> "ResultIterator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_LIVE_POOLS: "weakref.WeakSet[ProgressPool]" = weakref.WeakSet()
+
+
+def _terminate_live_pools() -> None:
+    for pool in list(_LIVE_POOLS):
+        try:
+            pool.terminate()
+        except Exception:
+            pass
+
+
+import atexit  # noqa: E402
+
+atexit.register(_terminate_live_pools)
