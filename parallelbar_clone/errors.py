@@ -53,9 +53,6 @@ class TaskTimeoutError(ParallelBarError, TimeoutError):
         self.task_position = task_position
         self.timeout = timeout
 
-    def __reduce__(self):
-        return (_rebuild, (type(self), self.args, self.__dict__))
-
 
 class MemoryLimitError(ParallelBarError, MemoryError):
     """A task's worker grew past ``memory_limit``; the worker was killed and replaced."""
@@ -66,9 +63,6 @@ class MemoryLimitError(ParallelBarError, MemoryError):
         self.task_position = task_position
         self.limit = limit
         self.used = used
-
-    def __reduce__(self):
-        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class WorkerDiedError(ParallelBarError):
@@ -90,9 +84,6 @@ class WorkerDiedError(ParallelBarError):
     def signal_name(self) -> Optional[str]:
         return signal_name(self.exitcode)
 
-    def __reduce__(self):
-        return (_rebuild, (type(self), self.args, self.__dict__))
-
 
 class InitializerError(ParallelBarError):
     """The pool's ``initializer`` raised in a worker: no task can run, so the run stops."""
@@ -104,13 +95,6 @@ class SerializationError(ParallelBarError, pickle.PicklingError):
 
 class RunTimeoutError(ParallelBarError, multiprocessing.TimeoutError, TimeoutError):
     """The whole call ran past its ``timeout``; the pool was stopped."""
-
-
-def _rebuild(cls, args, state):
-    obj = cls.__new__(cls)
-    Exception.__init__(obj, *args)
-    obj.__dict__.update(state)
-    return obj
 
 
 def signal_name(exitcode: Optional[int]) -> Optional[str]:

@@ -53,7 +53,9 @@ log = logging.getLogger("parallelbar_clone")
 
 __all__ = ["ProgressPool"]
 
-WINDOW = 2                      # chunks in flight per worker: one running, one queued
+WINDOW = 2                      # chunks in flight per worker: one running, one queued...
+PREFETCH_SECONDS = 0.002        # ...but only when the running one is measured to be this short:
+                                # a chunk queued behind a surprisingly slow task waits for it
 PREFETCH_BYTES = 16384 if os.name == "posix" else 4096  # never fills a pipe: sends can't block
 TARGET_CHUNK_SECONDS = 0.025    # adaptive chunks aim at this much work each
 MAX_CHUNK = 100_000
@@ -230,6 +232,12 @@ class _ProcessBackend:
                 self.ctx.set_forkserver_preload(["parallelbar_clone.worker"])
             except Exception:
                 pass
+        if self.method == "fork":
+            # A forked child inherits every lock as it is at that instant, including a
+            # module lock held by a thread of ours that is importing that module. Import now,
+            # before any fork, what a worker may import later (dill, for the fallback).
+            import dill  # noqa: F401
+            import tqdm.auto  # noqa: F401
         self.slots = self.ctx.RawArray("d", opts.workers * SLOT_WIDTH)
         self.view = memoryview(self.slots).cast("B").cast("d")
         for i in range(opts.workers):
@@ -740,6 +748,8 @@ class ProgressPool:
                     self._on_exit(w)
                 elif not w.dead:
                     self._on_message(w, msg)
+            for w in [w for w in self._workers if w.retiring and not w.inflight]:
+                self._retire(w)
             now = monotonic()
             self._check_guards(now)
             self._flush_bars(now)
@@ -794,6 +804,7 @@ class ProgressPool:
         """Stop an idle worker (maxtasksperchild reached); its slot is reused."""
         self._backend.stop(w)
         self._workers.remove(w)
+        self._free_slots.append(w.index)  # it is idle: it will not write its slot again
         w.dead = True
         w.killed_at = monotonic()
         self._dying.append(w)
@@ -843,9 +854,21 @@ class ProgressPool:
             for w in list(self._workers):
                 if w.retiring or w.dead or len(w.inflight) >= depth:
                     continue
+                if w.inflight and not self._short(w):
+                    continue
                 if not self._dispatch_one(w):
                     if not any(r.has_work() for r in self._runs.values()):
                         return
+
+    @staticmethod
+    def _short(w: _Worker) -> bool:
+        """Is w's queued work measured to take less than PREFETCH_SECONDS?"""
+        expected = 0.0
+        for chunk in w.inflight:
+            if chunk.run.per_task is None:
+                return False
+            expected += chunk.run.per_task * (chunk.end - chunk.done)
+        return expected < PREFETCH_SECONDS
 
     def _dispatch_one(self, w: _Worker) -> bool:
         limit = MAX_CHUNK if w.tasks_left is None else w.tasks_left

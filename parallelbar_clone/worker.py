@@ -275,13 +275,16 @@ def thread_main(inbox: Any, outbox: Any, handle: Any, slot: ThreadSlot,
             outbox.put((handle, ("r", run_id, start, len(values), errors, busy,
                                  take_inner_failures(), values, False)))
 
-    while not slot.abandoned:
-        msg = inbox.get()
-        if msg[0] != "c":
-            return
-        _, run_id, start, func, items, timing = msg
-        run_chunk(_StopWhenAbandoned(func, slot), run_id, start, items, slot, 0, timing, report,
-                  False)
+    try:
+        while not slot.abandoned:
+            msg = inbox.get()
+            if msg[0] != "c":
+                return
+            _, run_id, start, func, items, timing = msg
+            run_chunk(_StopWhenAbandoned(func, slot), run_id, start, items, slot, 0, timing,
+                      report, False)
+    except Abandoned:  # the pool gave up on this thread while it was between tasks
+        return
 
 
 class Abandoned(BaseException):

@@ -11,8 +11,10 @@ pool's ``process_timeout=`` instead: that one kills the worker.
 from __future__ import annotations
 
 import ctypes
+import signal
 import sys
 import threading
+import time
 from functools import update_wrapper, wraps
 from typing import Any, Callable, Optional, TypeVar, Union
 
@@ -39,8 +41,21 @@ def async_raise(thread_or_ident: Any, exc_type: Optional[type]) -> bool:
     return ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), arg) == 1
 
 
+def _timeout_error(func: Callable[..., Any], seconds: float) -> TimeoutError:
+    return TimeoutError(f'function "{getattr(func, "__name__", func)}" took longer than '
+                        f'{seconds} s.')
+
+
 def call_with_timeout(func: Callable[..., Any], seconds: float, args: tuple, kwargs: dict) -> Any:
-    """``func(*args, **kwargs)``; ``TimeoutError`` if it runs longer than ``seconds``."""
+    """``func(*args, **kwargs)``; ``TimeoutError`` if it runs longer than ``seconds``.
+
+    In a main thread (where worker processes run their tasks) a SIGALRM interval
+    timer interrupts even a blocking ``time.sleep`` or socket read; an outer timer
+    is restored afterwards. In other threads an exception is injected instead,
+    which lands at the next Python line (a blocking C call finishes first).
+    """
+    if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+        return _call_with_alarm(func, seconds, args, kwargs)
     ident = threading.get_ident()
     lock = threading.Lock()
     state = {"running": True, "fired": False}
@@ -62,11 +77,32 @@ def call_with_timeout(func: Callable[..., Any], seconds: float, args: tuple, kwa
                 state["running"] = False
             timer.cancel()
     except _Deadline:
-        raise TimeoutError(f'function "{getattr(func, "__name__", func)}" took longer than '
-                           f'{seconds} s.') from None
+        raise _timeout_error(func, seconds) from None
     finally:
         if state["fired"]:
             async_raise(ident, None)  # a late delivery must not escape later
+
+
+def _call_with_alarm(func: Callable[..., Any], seconds: float, args: tuple, kwargs: dict) -> Any:
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _Deadline()
+
+    started = time.monotonic()
+    old_handler = signal.signal(signal.SIGALRM, on_alarm)
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Deadline:
+        raise _timeout_error(func, seconds) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        if old_delay > 0:  # an enclosing timer keeps running, less the time we took
+            left = old_delay - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), old_interval)
 
 
 def stopit_after_timeout(s: float, raise_exception: bool = True) -> Callable[[F], F]:

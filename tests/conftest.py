@@ -1,0 +1,57 @@
+import multiprocessing
+import os
+import sys
+import time
+
+import psutil
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+START_METHODS = [m for m in ("fork", "spawn", "forkserver")
+                 if m in multiprocessing.get_all_start_methods()]
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request):
+    """Run the test once under each start method."""
+    return request.param
+
+
+def _is_infrastructure(proc):
+    """multiprocessing's own helpers: the forkserver and the resource tracker."""
+    try:
+        cmd = " ".join(proc.cmdline())
+    except psutil.Error:
+        return True
+    return "resource_tracker" in cmd or ("forkserver" in cmd and proc.ppid() == os.getpid())
+
+
+def live_workers():
+    me = psutil.Process()
+    out = []
+    for child in me.children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if not _is_infrastructure(child):
+                out.append(child)
+        except psutil.Error:
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_worker_outlives_the_test():
+    yield
+    deadline = time.monotonic() + 5
+    left = live_workers()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = live_workers()
+    for proc in left:  # do not let one failure cascade into the next tests
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    assert not left, f"worker processes outlived the test: {[p.pid for p in left]}"

@@ -1,0 +1,165 @@
+"""Task functions for the tests: module level, so every start method can import them."""
+import ctypes
+import os
+import signal
+import time
+
+from parallelbar_clone.wrappers import add_progress, memory_limit
+
+FAULT_AT = 5
+
+
+def times_ten(x):
+    return x * 10
+
+
+def _ok_or(x, fault):
+    if x != FAULT_AT:
+        return x * 10
+    return fault()
+
+
+def _raise():
+    raise ValueError("task five is bad")
+
+
+def _python_hang():
+    while True:
+        time.sleep(0.01)
+
+
+def _c_hang():
+    ctypes.CDLL(None).sleep(60)
+
+
+def _exit():
+    os._exit(3)
+
+
+def _segfault():
+    ctypes.string_at(0)
+
+
+def _blow_up():
+    chunks = []
+    for _ in range(400):               # up to 4 GB, 10 MB at a time, touched
+        chunks.append(bytearray(10_000_000))
+        time.sleep(0.001)
+    return len(chunks)
+
+
+def _unpicklable_result():
+    return (i for i in range(3))       # a generator: neither pickle nor dill can send it
+
+
+class UnpicklableError(Exception):
+    def __init__(self, a, b):          # pickles, but does not unpickle: args mismatch
+        super().__init__(f"{a}-{b}")
+
+
+def _unpicklable_exception():
+    raise UnpicklableError(1, 2)
+
+
+def raises(x):
+    return _ok_or(x, _raise)
+
+
+def python_hang(x):
+    return _ok_or(x, _python_hang)
+
+
+def c_hang(x):
+    return _ok_or(x, _c_hang)
+
+
+def exits(x):
+    return _ok_or(x, _exit)
+
+
+def segfaults(x):
+    return _ok_or(x, _segfault)
+
+
+def blows_up(x):
+    return _ok_or(x, _blow_up)
+
+
+def unpicklable_result(x):
+    return _ok_or(x, _unpicklable_result)
+
+
+def unpicklable_exception(x):
+    return _ok_or(x, _unpicklable_exception)
+
+
+def always_exits(x):
+    os._exit(7)
+
+
+def always_c_hangs(x):
+    ctypes.CDLL(None).sleep(60)
+
+
+def failing_initializer():
+    raise RuntimeError("initializer refuses")
+
+
+def sleep_then(x, seconds=0.05):
+    time.sleep(seconds)
+    return x
+
+
+def slow_unless_zero(x):
+    if x == 0:
+        raise KeyError("zero")
+    time.sleep(30)
+    return x
+
+
+def pid_of(x):
+    return os.getpid()
+
+
+def add(a, b):
+    return a + b
+
+
+@add_progress()
+def inner_step(i):
+    return i
+
+
+def calls_inner_25_times(x):
+    return sum(inner_step(i) for i in range(25))
+
+
+@add_progress(error_handling="coerce", set_error_value=-1)
+def inner_maybe_fails(i):
+    if i % 10 == 3:
+        raise ValueError(i)
+    return i
+
+
+def calls_inner_failing(x):
+    return [inner_maybe_fails(x * 10 + i) for i in range(10)]
+
+
+@memory_limit("50MB")
+def greedy(n_mb):
+    return len(bytearray(n_mb * 1_000_000))
+
+
+def sigterm_ignoring_hang(x):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ctypes.CDLL(None).sleep(60)
+
+
+def touch_then_sleep(path):
+    open(path, "a").close()
+    time.sleep(60)
+
+
+def touch_then_c_sleep(path):
+    open(path, "a").close()
+    ctypes.CDLL(None).sleep(60)

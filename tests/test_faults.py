@@ -1,0 +1,151 @@
+"""The fault table: each way a task can go wrong, under every start method.
+
+Each row names a task function that misbehaves on task 5 (and returns x*10 on
+the others), the options it needs, and what slot 5 must hold. Healthy results
+must all be delivered, in order; with error_behavior='raise' the same fault is
+raised in the caller, as its own type.
+"""
+import time
+
+import pytest
+
+import tasks
+from parallelbar_clone import (InitializerError, MemoryLimitError, ProgressPool,
+                               SerializationError, TaskTimeoutError, WorkerDiedError,
+                               progress_imap, progress_imapu, progress_map)
+from parallelbar_clone.errors import RemoteTraceback
+
+N = 12
+EXPECTED = [x * 10 for x in range(N)]
+
+
+def check_raise(exc):
+    assert type(exc) is ValueError and str(exc) == "task five is bad"
+    assert "_raise" in exc.traceback and "tasks.py" in exc.traceback
+    assert isinstance(exc.__cause__, RemoteTraceback)
+
+
+def check_timeout(exc):
+    assert isinstance(exc, TaskTimeoutError) and isinstance(exc, TimeoutError)
+    assert str(exc).startswith('function "') and "took longer than 0.5 s." in str(exc)
+    assert exc.task_position == tasks.FAULT_AT
+
+
+def check_exit(exc):
+    assert isinstance(exc, WorkerDiedError)
+    assert exc.exitcode == 3 and "exited with code 3" in str(exc) and f"task {tasks.FAULT_AT}" in str(exc)
+    assert "pid" in str(exc) and exc.pid
+
+
+def check_segfault(exc):
+    assert isinstance(exc, WorkerDiedError)
+    assert exc.signal_name == "SIGSEGV" and "SIGSEGV" in str(exc) and "segmentation fault" in str(exc)
+
+
+def check_memory(exc):
+    assert isinstance(exc, MemoryLimitError) and isinstance(exc, MemoryError)
+    assert "memory_limit" in str(exc) and exc.limit == 200_000_000
+
+
+def check_unpicklable_result(exc):
+    assert isinstance(exc, SerializationError)
+    assert "generator" in str(exc)
+
+
+def check_unpicklable_exception(exc):
+    assert isinstance(exc, SerializationError)
+    assert "UnpicklableError" in str(exc) and "1-2" in str(exc)
+
+
+FAULTS = {
+    "raise": (tasks.raises, {}, check_raise),
+    "python-hang": (tasks.python_hang, {"process_timeout": 0.5}, check_timeout),
+    "c-hang": (tasks.c_hang, {"process_timeout": 0.5}, check_timeout),
+    "os-exit": (tasks.exits, {}, check_exit),
+    "segfault": (tasks.segfaults, {}, check_segfault),
+    "memory": (tasks.blows_up, {"memory_limit": "200MB"}, check_memory),
+    "unpicklable-result": (tasks.unpicklable_result, {}, check_unpicklable_result),
+    "unpicklable-exception": (tasks.unpicklable_exception, {}, check_unpicklable_exception),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault_fills_only_its_slot(fault, start_method):
+    func, options, check = FAULTS[fault]
+    result = progress_map(func, range(N), n_cpu=2, context=start_method,
+                          error_behavior="coerce", disable=True, **options)
+    assert len(result) == N
+    check(result[tasks.FAULT_AT])
+    healthy = [r for i, r in enumerate(result) if i != tasks.FAULT_AT]
+    assert healthy == [x for i, x in enumerate(EXPECTED) if i != tasks.FAULT_AT]
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault_is_raised_in_the_caller(fault, start_method):
+    func, options, check = FAULTS[fault]
+    with pytest.raises(BaseException) as info:
+        progress_map(func, range(N), n_cpu=2, context=start_method, disable=True, **options)
+    check(info.value)
+
+
+@pytest.mark.parametrize("fault", ["segfault", "c-hang", "raise"])
+def test_fault_in_imap_and_imapu(fault, start_method):
+    func, options, check = FAULTS[fault]
+    ordered = progress_imap(func, range(N), n_cpu=2, context=start_method,
+                            error_behavior="ignore", disable=True, **options)
+    assert ordered == [x for i, x in enumerate(EXPECTED) if i != tasks.FAULT_AT]
+    unordered = progress_imapu(func, range(N), n_cpu=2, context=start_method,
+                               error_behavior="coerce", set_error_value="failed", disable=True,
+                               **options)
+    assert sorted(map(str, unordered)) == sorted(
+        map(str, ["failed" if i == tasks.FAULT_AT else x for i, x in enumerate(EXPECTED)]))
+
+
+def test_failing_initializer_is_a_clear_error(start_method):
+    started = time.monotonic()
+    with pytest.raises(InitializerError) as info:
+        progress_map(tasks.times_ten, range(20), n_cpu=2, context=start_method, disable=True,
+                     initializer=tasks.failing_initializer, error_behavior="coerce")
+    assert "failing_initializer" in str(info.value) and "initializer refuses" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert time.monotonic() - started < 30  # a deadlock guard, not a speed check
+
+
+def test_raise_mode_does_not_wait_for_the_rest(start_method):
+    # task 0 raises at once; every other task would sleep 30 s
+    started = time.monotonic()
+    with pytest.raises(KeyError):
+        progress_map(tasks.slow_unless_zero, range(8), n_cpu=2, chunk_size=1,
+                     context=start_method, disable=True)
+    assert time.monotonic() - started < 15
+
+
+def test_worker_ignoring_sigterm_is_killed_anyway():
+    result = progress_map(tasks.sigterm_ignoring_hang, range(2), n_cpu=2, process_timeout=0.3,
+                          error_behavior="coerce", disable=True)
+    assert all(isinstance(r, TaskTimeoutError) for r in result)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("func,options,count,expected", [
+    (tasks.always_exits, {}, 150, WorkerDiedError),
+    (tasks.always_c_hangs, {"process_timeout": 0.05}, 60, TaskTimeoutError),
+])
+def test_respawn_storm_does_not_deadlock(func, options, count, expected, start_method):
+    """Hundreds of workers replaced in a row while the bar and manager threads run."""
+    if start_method == "spawn":
+        count //= 3  # each spawn is a fresh interpreter: same code path, less time
+    result = progress_map(func, range(count), n_cpu=2, context=start_method,
+                          error_behavior="coerce", chunk_size=1, **options)
+    assert len(result) == count
+    assert all(isinstance(r, expected) for r in result), {type(r) for r in result}
+
+
+def test_pool_survives_faults_across_calls(start_method):
+    with ProgressPool(n_cpu=2, context=start_method, disable=True) as pool:
+        first = pool.map(tasks.segfaults, range(N), error_behavior="coerce")
+        assert isinstance(first[tasks.FAULT_AT], WorkerDiedError)
+        assert pool.map(tasks.times_ten, range(N)) == EXPECTED
+        with pytest.raises(ValueError):
+            pool.map(tasks.raises, range(N))
+        assert pool.map(tasks.times_ten, range(N)) == EXPECTED
