@@ -79,7 +79,10 @@ class BarThread:
                 return
             if failed:
                 if entry.error is None:
-                    entry.error = _tqdm()(total=entry.total, desc="ERROR", colour="red")
+                    fmt = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}"
+                           if entry.total else "{desc}: {n_fmt}")
+                    entry.error = _tqdm()(total=entry.total, desc="ERROR", colour="red",
+                                          bar_format=fmt)
                 entry.error.update(failed)
             if postfix:
                 entry.done.set_postfix_str(postfix, refresh=False)
