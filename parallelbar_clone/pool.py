@@ -32,22 +32,19 @@ import operator
 import os
 import queue
 import signal
-import sys
 import threading
 import weakref
 from collections import deque
-from multiprocessing import connection as mp_connection
 from time import monotonic
 from typing import (Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple)
 
 from . import serialize
+from .backends import ProcessBackend, ThreadBackend, Worker, _func_name, rss_supported
 from .bar import UPDATE_INTERVAL, BarThread
 from .errors import (InitializerError, MemoryLimitError, ParallelBarError, RemoteTraceback,
                      RunTimeoutError, SerializationError, TaskTimeoutError, WorkerDiedError,
                      describe_death)
 from .options import Options
-from .worker import (DONE, ERR, POS, RUN, SLOT_WIDTH, START, Abandoned, ThreadSlot,
-                     process_main, thread_main)
 
 log = logging.getLogger("parallelbar_clone")
 
@@ -65,13 +62,6 @@ UNBLAMED_DEATHS = 5             # consecutive deaths outside any task => broken 
 IDLE_TICK = 0.1
 GUARD_TICK = 0.02
 MEMORY_TICK = 0.01
-
-
-def _func_name(func: Any) -> str:
-    name = getattr(func, "__name__", None)
-    if name is None and hasattr(func, "func"):  # functools.partial
-        return _func_name(func.func)
-    return name if name is not None else type(func).__name__
 
 
 def _guess_total(tasks: Any, total: Optional[int]) -> Optional[int]:
@@ -197,349 +187,6 @@ class _Run:
         return self.exhausted and not self.requeue and self.finished == self.taken
 
 
-class _Worker:
-    """Parent-side handle of one worker (process or thread)."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.inflight: Deque[_Chunk] = deque()
-        self.runs: set = set()               # run ids whose function it has
-        self.ready = False
-        self.tasks_left: Optional[int] = None
-        self.retiring = False
-        self.dead = False
-        self.baseline_rss = 0
-        self.killed_at: Optional[float] = None
-        self.pid: Optional[int] = None
-        self.seen_done = 0.0
-        self.seen_err = 0.0
-
-    def unread(self) -> int:
-        return sum(c.nbytes for c in self.inflight if c.done == c.start)
-
-
-# ================================================================= backends
-
-class _ProcessBackend:
-    """Workers are processes; one task pipe and one result pipe each."""
-
-    def __init__(self, opts: Options) -> None:
-        import multiprocessing
-        self.method = opts.start_method
-        self.ctx = multiprocessing.get_context(self.method)
-        if self.method == "forkserver":
-            try:
-                self.ctx.set_forkserver_preload(["parallelbar_clone.worker"])
-            except Exception:
-                pass
-        if self.method == "fork":
-            # A forked child inherits every lock as it is at that instant, including a
-            # module lock held by a thread of ours that is importing that module. Import now,
-            # before any fork, what a worker may import later (dill, for the fallback).
-            import dill  # noqa: F401
-            import tqdm.auto  # noqa: F401
-        self.slots = self.ctx.RawArray("d", opts.workers * SLOT_WIDTH)
-        self.view = memoryview(self.slots).cast("B").cast("d")
-        for i in range(opts.workers):
-            self.view[i * SLOT_WIDTH + RUN] = -1.0
-            self.view[i * SLOT_WIDTH + POS] = -1.0
-        self.by_value_main = self.method != "fork" and not hasattr(
-            sys.modules.get("__main__"), "__file__")
-        self.init_payload: Optional[bytes] = None
-        if opts.initializer is not None:
-            try:
-                self.init_payload = serialize.dumps((opts.initializer, opts.initargs),
-                                                    by_value_main=self.by_value_main)
-            except Exception as exc:
-                raise SerializationError(
-                    f"initializer {_func_name(opts.initializer)} or its initargs cannot be sent "
-                    f"to a worker process: {exc}") from exc
-        self._wake_r, self._wake_w = self.ctx.Pipe(duplex=False)
-        self._wake_lock = threading.Lock()
-        self._wake_pending = False
-        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-    def start(self, w: _Worker) -> None:
-        task_r, task_w = self.ctx.Pipe(duplex=False)
-        result_r, result_w = self.ctx.Pipe(duplex=False)
-        base = w.index * SLOT_WIDTH
-        self.view[base + RUN] = -1.0
-        self.view[base + POS] = -1.0
-        self.view[base + START] = 0.0
-        self.view[base + DONE] = 0.0
-        self.view[base + ERR] = 0.0
-        proc = self.ctx.Process(target=process_main, name=f"parallelbar-worker-{w.index}",
-                                args=(task_r, result_w, self.slots, w.index, self.init_payload),
-                                daemon=True)
-        if self.method == "fork":
-            # The child gets a copy of every lock as it is now: hold the bar's lock so no
-            # other thread of ours is halfway through writing to the terminal.
-            from tqdm import tqdm
-            with tqdm.get_lock():
-                proc.start()
-        else:
-            proc.start()
-        task_r.close()
-        result_w.close()
-        w.proc = proc  # type: ignore[attr-defined]
-        w.pid = proc.pid
-        w.task_conn = task_w  # type: ignore[attr-defined]
-        w.result_conn = result_r  # type: ignore[attr-defined]
-
-    def send(self, w: _Worker, data: bytes) -> bool:
-        try:
-            w.task_conn.send_bytes(data)  # type: ignore[attr-defined]
-            return True
-        except (OSError, ValueError):
-            return False  # it died; its sentinel will tell
-
-    def send_chunk(self, w: _Worker, chunk: _Chunk, run: _Run) -> bool:
-        if run.id not in w.runs:
-            if not self.send(w, serialize.dumps(("f", run.id, run.payload, run.timing))):
-                return False
-            w.runs.add(run.id)
-        return self.send(w, chunk.payload)
-
-    def encode_chunk(self, chunk: _Chunk, run: _Run) -> None:
-        """Serialize a chunk's tasks; raises if neither pickle nor dill can."""
-        items = serialize.dumps(chunk.items, by_value_main=self.by_value_main)
-        chunk.payload = serialize.dumps(("c", run.id, chunk.start, len(chunk.items), items))
-        chunk.nbytes = len(chunk.payload)
-
-    def forget(self, w: _Worker, run_id: int) -> None:
-        if run_id in w.runs:
-            w.runs.discard(run_id)
-            self.send(w, serialize.dumps(("d", run_id)))
-
-    def stop(self, w: _Worker) -> None:
-        self.send(w, serialize.dumps(("s",)))
-        try:
-            w.task_conn.close()  # type: ignore[attr-defined]
-        except OSError:
-            pass
-
-    def kill(self, w: _Worker) -> None:
-        try:
-            w.proc.terminate()  # type: ignore[attr-defined]
-        except (OSError, ValueError, AttributeError):
-            pass
-
-    def force_kill(self, w: _Worker) -> None:
-        try:
-            w.proc.kill()  # type: ignore[attr-defined]
-        except (OSError, ValueError, AttributeError):
-            pass
-
-    def alive(self, w: _Worker) -> bool:
-        return w.proc.is_alive()  # type: ignore[attr-defined]
-
-    def exitcode(self, w: _Worker) -> Optional[int]:
-        w.proc.join(0.5)  # type: ignore[attr-defined]
-        return w.proc.exitcode  # type: ignore[attr-defined]
-
-    def release(self, w: _Worker) -> None:
-        for conn in (w.task_conn, w.result_conn):  # type: ignore[attr-defined]
-            try:
-                conn.close()
-            except OSError:
-                pass
-        try:
-            w.proc.join(0)  # type: ignore[attr-defined]
-            if w.proc.exitcode is not None:  # type: ignore[attr-defined]
-                w.proc.close()  # type: ignore[attr-defined]
-        except (ValueError, AttributeError):
-            pass
-
-    def slot(self, w: _Worker) -> Tuple[int, int, float]:
-        """(run id, position, start) read consistently; start 0 means between tasks."""
-        view, base = self.view, w.index * SLOT_WIDTH
-        for _ in range(3):
-            run, pos, start = view[base + RUN], view[base + POS], view[base + START]
-            if view[base + POS] == pos and view[base + RUN] == run:
-                return int(run), int(pos), start
-        return int(run), int(pos), 0.0
-
-    def counters(self, w: _Worker) -> Tuple[float, float]:
-        base = w.index * SLOT_WIDTH
-        return self.view[base + DONE], self.view[base + ERR]
-
-    def rss(self, w: _Worker) -> Optional[int]:
-        return read_rss(w.pid, self.page)
-
-    def wait(self, workers: List[_Worker], dying: List[_Worker], timeout: float
-             ) -> List[Tuple[_Worker, Any]]:
-        """Block until a message, a death or a wake-up; return (worker, message|None)."""
-        objects: Dict[Any, Tuple[_Worker, bool]] = {}
-        for w in workers:
-            objects[w.result_conn] = (w, False)  # type: ignore[attr-defined]
-            objects[w.proc.sentinel] = (w, True)  # type: ignore[attr-defined]
-        for w in dying:
-            objects[w.proc.sentinel] = (w, True)  # type: ignore[attr-defined]
-        ready = mp_connection.wait(list(objects) + [self._wake_r], timeout)
-        events: List[Tuple[_Worker, Any]] = []
-        deaths: List[Tuple[_Worker, Any]] = []
-        for obj in ready:
-            if obj is self._wake_r:
-                with self._wake_lock:
-                    while self._wake_r.poll():
-                        self._wake_r.recv_bytes()
-                    self._wake_pending = False
-                continue
-            w, is_sentinel = objects[obj]
-            if is_sentinel:
-                deaths.append((w, None))
-            else:
-                events.extend((w, m) for m in self.drain(w, block_first=True))
-        return events + deaths
-
-    def drain(self, w: _Worker, block_first: bool = False) -> List[Any]:
-        """Every complete message waiting on w's result pipe."""
-        out = []
-        conn = w.result_conn  # type: ignore[attr-defined]
-        try:
-            while block_first or conn.poll():
-                block_first = False
-                out.append(serialize.pickle.loads(conn.recv_bytes()))
-        except (EOFError, OSError):
-            pass
-        return out
-
-    def wake(self) -> None:
-        with self._wake_lock:
-            if self._wake_pending:
-                return
-            self._wake_pending = True
-            try:
-                self._wake_w.send_bytes(b"")
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        for conn in (self._wake_r, self._wake_w):
-            try:
-                conn.close()
-            except OSError:
-                pass
-
-
-def read_rss(pid: Optional[int], page: int = 4096) -> Optional[int]:
-    """Resident memory of a process in bytes (Linux /proc, else psutil if installed)."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * page
-    except OSError:
-        pass
-    except (ValueError, IndexError):
-        return None
-    try:
-        import psutil
-        return psutil.Process(pid).memory_info().rss
-    except Exception:
-        return None
-
-
-def rss_supported() -> bool:
-    if os.path.exists(f"/proc/{os.getpid()}/statm"):
-        return True
-    try:
-        import psutil  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
-class _ThreadBackend:
-    """Workers are threads of this process; nothing is pickled. A thread that runs past
-    ``process_timeout`` cannot be killed: its slot is filled at the deadline, the thread
-    is abandoned (an exception is injected to stop it at its next Python line) and a
-    new one takes its place."""
-
-    method = "threads"
-
-    def __init__(self, opts: Options) -> None:
-        self.opts = opts
-        self.outbox: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-
-    def start(self, w: _Worker) -> None:
-        w.inbox = queue.SimpleQueue()  # type: ignore[attr-defined]
-        w.slot = ThreadSlot()  # type: ignore[attr-defined]
-        t = threading.Thread(target=thread_main, name=f"parallelbar-worker-{w.index}",
-                             args=(w.inbox, self.outbox, w, w.slot,  # type: ignore[attr-defined]
-                                   self.opts.initializer, self.opts.initargs), daemon=True)
-        t.start()
-        w.thread = t  # type: ignore[attr-defined]
-        w.pid = os.getpid()
-
-    def encode_chunk(self, chunk: _Chunk, run: _Run) -> None:
-        chunk.payload = None
-        chunk.nbytes = 0
-
-    def send_chunk(self, w: _Worker, chunk: _Chunk, run: _Run) -> bool:
-        w.inbox.put(("c", run.id, chunk.start, run.func, chunk.items,  # type: ignore[attr-defined]
-                     run.timing))
-        return True
-
-    def forget(self, w: _Worker, run_id: int) -> None:
-        pass
-
-    def stop(self, w: _Worker) -> None:
-        w.inbox.put(("s",))  # type: ignore[attr-defined]
-
-    def kill(self, w: _Worker) -> None:
-        w.slot.abandoned = True  # type: ignore[attr-defined]
-        w.inbox.put(("s",))  # type: ignore[attr-defined]
-        from .wrappers import async_raise
-        async_raise(w.thread, Abandoned)  # type: ignore[attr-defined]
-
-    force_kill = kill
-
-    def alive(self, w: _Worker) -> bool:
-        return not w.slot.abandoned and w.thread.is_alive()  # type: ignore[attr-defined]
-
-    def exitcode(self, w: _Worker) -> Optional[int]:
-        return 0
-
-    def release(self, w: _Worker) -> None:
-        pass
-
-    def slot(self, w: _Worker) -> Tuple[int, int, float]:
-        s = w.slot  # type: ignore[attr-defined]
-        for _ in range(3):
-            run, pos, start = s[RUN], s[POS], s[START]
-            if s[POS] == pos and s[RUN] == run:
-                return int(run), int(pos), start
-        return int(run), int(pos), 0.0
-
-    def counters(self, w: _Worker) -> Tuple[float, float]:
-        s = w.slot  # type: ignore[attr-defined]
-        return s[DONE], s[ERR]
-
-    def rss(self, w: _Worker) -> Optional[int]:
-        return None
-
-    def wait(self, workers: List[_Worker], dying: List[_Worker], timeout: float
-             ) -> List[Tuple[_Worker, Any]]:
-        events = []
-        try:
-            events.append(self.outbox.get(timeout=timeout))
-            while True:
-                events.append(self.outbox.get_nowait())
-        except queue.Empty:
-            pass
-        return [e for e in events if e[0] is not None]
-
-    def drain(self, w: _Worker, block_first: bool = False) -> List[Any]:
-        return []
-
-    def wake(self) -> None:
-        self.outbox.put((None, None))
-
-    def close(self) -> None:
-        pass
-
-
 # ================================================================= the pool
 
 class ProgressPool:
@@ -561,13 +208,13 @@ class ProgressPool:
     def __init__(self, n_cpu: Optional[int] = None, **options: Any) -> None:
         self._options = Options(n_cpu=n_cpu, **options)
         self._workers_wanted = self._options.workers
-        self._backend: Any = (_ThreadBackend(self._options)
+        self._backend: Any = (ThreadBackend(self._options)
                               if self._options.executor == "threads"
-                              else _ProcessBackend(self._options))
+                              else ProcessBackend(self._options))
         self._commands: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._runs: Dict[int, _Run] = {}
-        self._workers: List[_Worker] = []
-        self._dying: List[_Worker] = []
+        self._workers: List[Worker] = []
+        self._dying: List[Worker] = []
         self._free_slots = list(range(self._workers_wanted))
         self._broken: Optional[BaseException] = None
         self._closing: Optional[str] = None
@@ -635,7 +282,7 @@ class ProgressPool:
         if self._closing is not None:
             raise ValueError("this ProgressPool is closed")
         run = _Run(func, tasks, opts, mode, self._workers_wanted)
-        if isinstance(self._backend, _ProcessBackend):
+        if isinstance(self._backend, ProcessBackend):
             try:
                 run.payload = serialize.dumps(func, by_value_main=self._backend.by_value_main)
             except Exception as exc:
@@ -790,7 +437,7 @@ class ProgressPool:
     def _ensure_workers(self) -> None:
         while len([w for w in self._workers if not w.retiring]) < self._workers_wanted \
                 and self._free_slots:
-            w = _Worker(self._free_slots.pop(0))
+            w = Worker(self._free_slots.pop(0))
             w.tasks_left = self._options.maxtasksperchild
             try:
                 self._backend.start(w)
@@ -800,7 +447,7 @@ class ProgressPool:
                 return
             self._workers.append(w)
 
-    def _retire(self, w: _Worker) -> None:
+    def _retire(self, w: Worker) -> None:
         """Stop an idle worker (maxtasksperchild reached); its slot is reused."""
         self._backend.stop(w)
         self._workers.remove(w)
@@ -817,7 +464,7 @@ class ProgressPool:
                 self._backend.stop(w)
             deadline = monotonic() + 1.0
             for w in self._workers:
-                if isinstance(self._backend, _ProcessBackend):
+                if isinstance(self._backend, ProcessBackend):
                     w.proc.join(max(0.0, deadline - monotonic()))  # type: ignore[attr-defined]
         self._kill_all()
 
@@ -826,7 +473,7 @@ class ProgressPool:
         for w in everyone:
             if self._backend.alive(w):
                 self._backend.kill(w)
-        if isinstance(self._backend, _ProcessBackend):
+        if isinstance(self._backend, ProcessBackend):
             deadline = monotonic() + KILL_GRACE
             for w in everyone:
                 w.proc.join(max(0.0, deadline - monotonic()))  # type: ignore[attr-defined]
@@ -861,7 +508,7 @@ class ProgressPool:
                         return
 
     @staticmethod
-    def _short(w: _Worker) -> bool:
+    def _short(w: Worker) -> bool:
         """Is w's queued work measured to take less than PREFETCH_SECONDS?"""
         expected = 0.0
         for chunk in w.inflight:
@@ -870,7 +517,7 @@ class ProgressPool:
             expected += chunk.run.per_task * (chunk.end - chunk.done)
         return expected < PREFETCH_SECONDS
 
-    def _dispatch_one(self, w: _Worker) -> bool:
+    def _dispatch_one(self, w: Worker) -> bool:
         limit = MAX_CHUNK if w.tasks_left is None else w.tasks_left
         for run in list(self._runs.values()):
             if run.state != "active" or not run.has_work():
@@ -921,7 +568,7 @@ class ProgressPool:
         self._deliver(run, chunk.start, [None], {chunk.start: err}, chunk.items)
 
     # -- messages -------------------------------------------------------------------
-    def _on_message(self, w: _Worker, msg: Any) -> None:
+    def _on_message(self, w: Worker, msg: Any) -> None:
         kind = msg[0]
         if kind == "r":
             self._on_results(w, msg)
@@ -960,14 +607,14 @@ class ProgressPool:
                 err.__cause__ = exc
                 self._fail_run(run, err)
 
-    def _pop_chunk(self, w: _Worker, start: int) -> Optional[_Chunk]:
+    def _pop_chunk(self, w: Worker, start: int) -> Optional[_Chunk]:
         for chunk in w.inflight:
             if chunk.done == start:
                 w.inflight.remove(chunk)
                 return chunk
         return None
 
-    def _on_results(self, w: _Worker, msg: Any) -> None:
+    def _on_results(self, w: Worker, msg: Any) -> None:
         _, run_id, start, n, errors, busy, inner, data, dilled = msg
         chunk = w.inflight[0] if w.inflight else None
         if chunk is None or chunk.run.id != run_id or chunk.done != start:
@@ -1067,7 +714,7 @@ class ProgressPool:
             self._bar_thread().send(("close", run.id, run.bar_closed))
 
     # -- deaths and guards ----------------------------------------------------------
-    def _kill(self, w: _Worker, blame: Optional[Tuple[_Run, int, BaseException]]) -> None:
+    def _kill(self, w: Worker, blame: Optional[Tuple[_Run, int, BaseException]]) -> None:
         """Kill w now; give ``blame``'s task its error, send its other tasks elsewhere."""
         if w.dead:
             return
@@ -1077,7 +724,7 @@ class ProgressPool:
         w.killed_at = monotonic()
         self._bury(w, blame)
 
-    def _on_exit(self, w: _Worker) -> None:
+    def _on_exit(self, w: Worker) -> None:
         if w.dead:  # a worker we had already given up on: reap it
             if w in self._dying:
                 self._dying.remove(w)
@@ -1118,7 +765,7 @@ class ProgressPool:
         if w in self._dying:
             self._dying.remove(w)
 
-    def _bury(self, w: _Worker, blame: Optional[Tuple[_Run, int, BaseException]]) -> None:
+    def _bury(self, w: Worker, blame: Optional[Tuple[_Run, int, BaseException]]) -> None:
         """Take w out of service: requeue what it had not finished, fail the blamed task."""
         w.dead = True
         if w in self._workers:

@@ -2,7 +2,6 @@
 import inspect
 import itertools
 import multiprocessing
-import os
 
 import psutil
 import pytest

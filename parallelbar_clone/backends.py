@@ -1,0 +1,371 @@
+"""Worker backends: how the manager starts, feeds, watches and stops its workers.
+
+Both backends offer the same small interface to the manager thread in
+``pool.py``: ``start``, ``encode_chunk``, ``send_chunk``, ``forget``, ``stop``,
+``kill``/``force_kill``, ``alive``, ``exitcode``, ``release``, ``slot``,
+``counters``, ``rss``, ``wait``, ``drain``, ``wake``, ``close``. Only the manager
+thread calls them, except ``wake`` (any thread).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+from collections import deque
+from multiprocessing import connection as mp_connection
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from . import serialize
+from .errors import SerializationError
+from .options import Options
+from .worker import (DONE, ERR, POS, RUN, SLOT_WIDTH, START, Abandoned, ThreadSlot,
+                     process_main, thread_main)
+
+
+def _func_name(func: Any) -> str:
+    name = getattr(func, "__name__", None)
+    if name is None and hasattr(func, "func"):  # functools.partial
+        return _func_name(func.func)
+    return name if name is not None else type(func).__name__
+
+
+class Worker:
+    """Parent-side handle of one worker (process or thread)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.inflight: Deque[Any] = deque()
+        self.runs: set = set()               # run ids whose function it has
+        self.ready = False
+        self.tasks_left: Optional[int] = None
+        self.retiring = False
+        self.dead = False
+        self.baseline_rss = 0
+        self.killed_at: Optional[float] = None
+        self.pid: Optional[int] = None
+        self.seen_done = 0.0
+        self.seen_err = 0.0
+
+    def unread(self) -> int:
+        return sum(c.nbytes for c in self.inflight if c.done == c.start)
+
+
+class ProcessBackend:
+    """Workers are processes; one task pipe and one result pipe each."""
+
+    def __init__(self, opts: Options) -> None:
+        import multiprocessing
+        self.method = opts.start_method
+        self.ctx = multiprocessing.get_context(self.method)
+        if self.method == "forkserver":
+            try:
+                self.ctx.set_forkserver_preload(["parallelbar_clone.worker"])
+            except Exception:
+                pass
+        if self.method == "fork":
+            # A forked child inherits every lock as it is at that instant, including a
+            # module lock held by a thread of ours that is importing that module. Import now,
+            # before any fork, what a worker may import later (dill, for the fallback).
+            import dill  # noqa: F401
+            import tqdm.auto  # noqa: F401
+        self.slots = self.ctx.RawArray("d", opts.workers * SLOT_WIDTH)
+        self.view = memoryview(self.slots).cast("B").cast("d")
+        for i in range(opts.workers):
+            self.view[i * SLOT_WIDTH + RUN] = -1.0
+            self.view[i * SLOT_WIDTH + POS] = -1.0
+        self.by_value_main = self.method != "fork" and not hasattr(
+            sys.modules.get("__main__"), "__file__")
+        self.init_payload: Optional[bytes] = None
+        if opts.initializer is not None:
+            try:
+                self.init_payload = serialize.dumps((opts.initializer, opts.initargs),
+                                                    by_value_main=self.by_value_main)
+            except Exception as exc:
+                raise SerializationError(
+                    f"initializer {_func_name(opts.initializer)} or its initargs cannot be sent "
+                    f"to a worker process: {exc}") from exc
+        self._wake_r, self._wake_w = self.ctx.Pipe(duplex=False)
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def start(self, w: Worker) -> None:
+        task_r, task_w = self.ctx.Pipe(duplex=False)
+        result_r, result_w = self.ctx.Pipe(duplex=False)
+        base = w.index * SLOT_WIDTH
+        self.view[base + RUN] = -1.0
+        self.view[base + POS] = -1.0
+        self.view[base + START] = 0.0
+        self.view[base + DONE] = 0.0
+        self.view[base + ERR] = 0.0
+        proc = self.ctx.Process(target=process_main, name=f"parallelbar-worker-{w.index}",
+                                args=(task_r, result_w, self.slots, w.index, self.init_payload),
+                                daemon=True)
+        if self.method == "fork":
+            # The child gets a copy of every lock as it is now: hold the bar's lock so no
+            # other thread of ours is halfway through writing to the terminal.
+            from tqdm import tqdm
+            with tqdm.get_lock():
+                proc.start()
+        else:
+            proc.start()
+        task_r.close()
+        result_w.close()
+        w.proc = proc  # type: ignore[attr-defined]
+        w.pid = proc.pid
+        w.task_conn = task_w  # type: ignore[attr-defined]
+        w.result_conn = result_r  # type: ignore[attr-defined]
+
+    def send(self, w: Worker, data: bytes) -> bool:
+        try:
+            w.task_conn.send_bytes(data)  # type: ignore[attr-defined]
+            return True
+        except (OSError, ValueError):
+            return False  # it died; its sentinel will tell
+
+    def send_chunk(self, w: Worker, chunk: Any, run: Any) -> bool:
+        if run.id not in w.runs:
+            if not self.send(w, serialize.dumps(("f", run.id, run.payload, run.timing))):
+                return False
+            w.runs.add(run.id)
+        return self.send(w, chunk.payload)
+
+    def encode_chunk(self, chunk: Any, run: Any) -> None:
+        """Serialize a chunk's tasks; raises if neither pickle nor dill can."""
+        items = serialize.dumps(chunk.items, by_value_main=self.by_value_main)
+        chunk.payload = serialize.dumps(("c", run.id, chunk.start, len(chunk.items), items))
+        chunk.nbytes = len(chunk.payload)
+
+    def forget(self, w: Worker, run_id: int) -> None:
+        if run_id in w.runs:
+            w.runs.discard(run_id)
+            self.send(w, serialize.dumps(("d", run_id)))
+
+    def stop(self, w: Worker) -> None:
+        self.send(w, serialize.dumps(("s",)))
+        try:
+            w.task_conn.close()  # type: ignore[attr-defined]
+        except OSError:
+            pass
+
+    def kill(self, w: Worker) -> None:
+        try:
+            w.proc.terminate()  # type: ignore[attr-defined]
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def force_kill(self, w: Worker) -> None:
+        try:
+            w.proc.kill()  # type: ignore[attr-defined]
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def alive(self, w: Worker) -> bool:
+        return w.proc.is_alive()  # type: ignore[attr-defined]
+
+    def exitcode(self, w: Worker) -> Optional[int]:
+        w.proc.join(0.5)  # type: ignore[attr-defined]
+        return w.proc.exitcode  # type: ignore[attr-defined]
+
+    def release(self, w: Worker) -> None:
+        for conn in (w.task_conn, w.result_conn):  # type: ignore[attr-defined]
+            try:
+                conn.close()
+            except OSError:
+                pass
+        try:
+            w.proc.join(0)  # type: ignore[attr-defined]
+            if w.proc.exitcode is not None:  # type: ignore[attr-defined]
+                w.proc.close()  # type: ignore[attr-defined]
+        except (ValueError, AttributeError):
+            pass
+
+    def slot(self, w: Worker) -> Tuple[int, int, float]:
+        """(run id, position, start) read consistently; start 0 means between tasks."""
+        view, base = self.view, w.index * SLOT_WIDTH
+        for _ in range(3):
+            run, pos, start = view[base + RUN], view[base + POS], view[base + START]
+            if view[base + POS] == pos and view[base + RUN] == run:
+                return int(run), int(pos), start
+        return int(run), int(pos), 0.0
+
+    def counters(self, w: Worker) -> Tuple[float, float]:
+        base = w.index * SLOT_WIDTH
+        return self.view[base + DONE], self.view[base + ERR]
+
+    def rss(self, w: Worker) -> Optional[int]:
+        return read_rss(w.pid, self.page)
+
+    def wait(self, workers: List[Worker], dying: List[Worker], timeout: float
+             ) -> List[Tuple[Worker, Any]]:
+        """Block until a message, a death or a wake-up; return (worker, message|None)."""
+        objects: Dict[Any, Tuple[Worker, bool]] = {}
+        for w in workers:
+            objects[w.result_conn] = (w, False)  # type: ignore[attr-defined]
+            objects[w.proc.sentinel] = (w, True)  # type: ignore[attr-defined]
+        for w in dying:
+            objects[w.proc.sentinel] = (w, True)  # type: ignore[attr-defined]
+        ready = mp_connection.wait(list(objects) + [self._wake_r], timeout)
+        events: List[Tuple[Worker, Any]] = []
+        deaths: List[Tuple[Worker, Any]] = []
+        for obj in ready:
+            if obj is self._wake_r:
+                with self._wake_lock:
+                    while self._wake_r.poll():
+                        self._wake_r.recv_bytes()
+                    self._wake_pending = False
+                continue
+            w, is_sentinel = objects[obj]
+            if is_sentinel:
+                deaths.append((w, None))
+            else:
+                events.extend((w, m) for m in self.drain(w, block_first=True))
+        return events + deaths
+
+    def drain(self, w: Worker, block_first: bool = False) -> List[Any]:
+        """Every complete message waiting on w's result pipe."""
+        out = []
+        conn = w.result_conn  # type: ignore[attr-defined]
+        try:
+            while block_first or conn.poll():
+                block_first = False
+                out.append(serialize.pickle.loads(conn.recv_bytes()))
+        except (EOFError, OSError):
+            pass
+        return out
+
+    def wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+            try:
+                self._wake_w.send_bytes(b"")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for conn in (self._wake_r, self._wake_w):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+def read_rss(pid: Optional[int], page: int = 4096) -> Optional[int]:
+    """Resident memory of a process in bytes (Linux /proc, else psutil if installed)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * page
+    except OSError:
+        pass
+    except (ValueError, IndexError):
+        return None
+    try:
+        import psutil  # noqa: F401
+        return psutil.Process(pid).memory_info().rss
+    except Exception:
+        return None
+
+
+def rss_supported() -> bool:
+    if os.path.exists(f"/proc/{os.getpid()}/statm"):
+        return True
+    try:
+        import psutil  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+class ThreadBackend:
+    """Workers are threads of this process; nothing is pickled. A thread that runs past
+    ``process_timeout`` cannot be killed: its slot is filled at the deadline, the thread
+    is abandoned (an exception is injected to stop it at its next Python line) and a
+    new one takes its place."""
+
+    method = "threads"
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.outbox: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+
+    def start(self, w: Worker) -> None:
+        w.inbox = queue.SimpleQueue()  # type: ignore[attr-defined]
+        w.slot = ThreadSlot()  # type: ignore[attr-defined]
+        t = threading.Thread(target=thread_main, name=f"parallelbar-worker-{w.index}",
+                             args=(w.inbox, self.outbox, w, w.slot,  # type: ignore[attr-defined]
+                                   self.opts.initializer, self.opts.initargs), daemon=True)
+        t.start()
+        w.thread = t  # type: ignore[attr-defined]
+        w.pid = os.getpid()
+
+    def encode_chunk(self, chunk: Any, run: Any) -> None:
+        chunk.payload = None
+        chunk.nbytes = 0
+
+    def send_chunk(self, w: Worker, chunk: Any, run: Any) -> bool:
+        w.inbox.put(("c", run.id, chunk.start, run.func, chunk.items,  # type: ignore[attr-defined]
+                     run.timing))
+        return True
+
+    def forget(self, w: Worker, run_id: int) -> None:
+        pass
+
+    def stop(self, w: Worker) -> None:
+        w.inbox.put(("s",))  # type: ignore[attr-defined]
+
+    def kill(self, w: Worker) -> None:
+        w.slot.abandoned = True  # type: ignore[attr-defined]
+        w.inbox.put(("s",))  # type: ignore[attr-defined]
+        from .wrappers import async_raise
+        async_raise(w.thread, Abandoned)  # type: ignore[attr-defined]
+
+    force_kill = kill
+
+    def alive(self, w: Worker) -> bool:
+        return not w.slot.abandoned and w.thread.is_alive()  # type: ignore[attr-defined]
+
+    def exitcode(self, w: Worker) -> Optional[int]:
+        return 0
+
+    def release(self, w: Worker) -> None:
+        pass
+
+    def slot(self, w: Worker) -> Tuple[int, int, float]:
+        s = w.slot  # type: ignore[attr-defined]
+        for _ in range(3):
+            run, pos, start = s[RUN], s[POS], s[START]
+            if s[POS] == pos and s[RUN] == run:
+                return int(run), int(pos), start
+        return int(run), int(pos), 0.0
+
+    def counters(self, w: Worker) -> Tuple[float, float]:
+        s = w.slot  # type: ignore[attr-defined]
+        return s[DONE], s[ERR]
+
+    def rss(self, w: Worker) -> Optional[int]:
+        return None
+
+    def wait(self, workers: List[Worker], dying: List[Worker], timeout: float
+             ) -> List[Tuple[Worker, Any]]:
+        events = []
+        try:
+            events.append(self.outbox.get(timeout=timeout))
+            while True:
+                events.append(self.outbox.get_nowait())
+        except queue.Empty:
+            pass
+        return [e for e in events if e[0] is not None]
+
+    def drain(self, w: Worker, block_first: bool = False) -> List[Any]:
+        return []
+
+    def wake(self) -> None:
+        self.outbox.put((None, None))
+
+    def close(self) -> None:
+        pass
