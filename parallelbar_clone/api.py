@@ -7,10 +7,13 @@ below, serves all four.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional
 
-from .options import Options
+from .options import NEW_OPTION_NAMES, NewOptions, Options
 from .pool import ProgressPool, _Star
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["progress_map", "progress_starmap", "progress_imap", "progress_imapu"]
 
@@ -32,8 +35,21 @@ validated before any process starts), in the published order::
     error_behavior='raise', set_error_value=None, executor='processes',
     need_serialize=False, maxtasksperchild=None,
     used_add_progress_decorator=False, return_failed_tasks=False, timeout=None,
-    *, memory_limit=None
+    **options   # keyword-only, new: memory_limit, retries, retry_delay, retry_backoff,
+                # retry_on, checkpoint, overwrite_checkpoint, keep_failures
 """
+
+
+def _arguments(local_vars: Dict[str, Any]) -> Dict[str, Any]:
+    """The call's arguments as one dict; unknown keyword options are refused by name."""
+    kwargs = dict(local_vars)
+    extra = kwargs.pop("options")
+    unknown = sorted(set(extra) - NEW_OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}; the options "
+                        f"beyond the published ones are: {', '.join(sorted(NEW_OPTION_NAMES))}")
+    kwargs.update(extra)
+    return kwargs
 
 
 def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict) -> Any:
@@ -68,9 +84,8 @@ def progress_map(func: Callable[[Any], Any], tasks: Iterable[Any],
                  executor: str = "processes", need_serialize: bool = False,
                  maxtasksperchild: Optional[int] = None,
                  used_add_progress_decorator: bool = False, return_failed_tasks: bool = False,
-                 timeout: Optional[float] = None, *,
-                 memory_limit: Optional[Union[int, str]] = None) -> Any:
-    kwargs = dict(locals())
+                 timeout: Optional[float] = None, **options: Unpack[NewOptions]) -> Any:
+    kwargs = _arguments(locals())
     return _run("map", kwargs.pop("func"), kwargs.pop("tasks"), kwargs)
 
 
@@ -83,9 +98,9 @@ def progress_starmap(func: Callable[..., Any], tasks: Iterable[Iterable[Any]],
                      executor: str = "processes", need_serialize: bool = False,
                      maxtasksperchild: Optional[int] = None,
                      used_add_progress_decorator: bool = False,
-                     return_failed_tasks: bool = False, timeout: Optional[float] = None, *,
-                     memory_limit: Optional[Union[int, str]] = None) -> Any:
-    kwargs = dict(locals())
+                     return_failed_tasks: bool = False, timeout: Optional[float] = None,
+                     **options: Unpack[NewOptions]) -> Any:
+    kwargs = _arguments(locals())
     func = kwargs.pop("func")
     if not callable(func):
         raise TypeError(f"func must be callable, got {type(func).__name__} {func!r}")
@@ -101,9 +116,8 @@ def progress_imap(func: Callable[[Any], Any], tasks: Iterable[Any],
                   executor: str = "processes", need_serialize: bool = False,
                   maxtasksperchild: Optional[int] = None,
                   used_add_progress_decorator: bool = False, return_failed_tasks: bool = False,
-                  timeout: Optional[float] = None, *,
-                  memory_limit: Optional[Union[int, str]] = None) -> Any:
-    kwargs = dict(locals())
+                  timeout: Optional[float] = None, **options: Unpack[NewOptions]) -> Any:
+    kwargs = _arguments(locals())
     return _run("imap", kwargs.pop("func"), kwargs.pop("tasks"), kwargs)
 
 
@@ -116,9 +130,8 @@ def progress_imapu(func: Callable[[Any], Any], tasks: Iterable[Any],
                    executor: str = "processes", need_serialize: bool = False,
                    maxtasksperchild: Optional[int] = None,
                    used_add_progress_decorator: bool = False, return_failed_tasks: bool = False,
-                   timeout: Optional[float] = None, *,
-                   memory_limit: Optional[Union[int, str]] = None) -> Any:
-    kwargs = dict(locals())
+                   timeout: Optional[float] = None, **options: Unpack[NewOptions]) -> Any:
+    kwargs = _arguments(locals())
     return _run("imapu", kwargs.pop("func"), kwargs.pop("tasks"), kwargs)
 
 

@@ -126,7 +126,8 @@ class ProcessBackend:
 
     def send_chunk(self, w: Worker, chunk: Any, run: Any) -> bool:
         if run.id not in w.runs:
-            if not self.send(w, serialize.dumps(("f", run.id, run.payload, run.timing))):
+            if not self.send(w, serialize.dumps(("f", run.id, run.payload, run.timing,
+                                                 run.journal is not None))):
                 return False
             w.runs.add(run.id)
         return self.send(w, chunk.payload)
@@ -308,8 +309,8 @@ class ThreadBackend:
         chunk.nbytes = 0
 
     def send_chunk(self, w: Worker, chunk: Any, run: Any) -> bool:
-        w.inbox.put(("c", run.id, chunk.start, run.func, chunk.items,  # type: ignore[attr-defined]
-                     run.timing))
+        w.inbox.put(("c", run.id, chunk.start, run.func,  # type: ignore[attr-defined]
+                     chunk.items, run.timing, run.journal is not None))
         return True
 
     def forget(self, w: Worker, run_id: int) -> None:

@@ -6,7 +6,7 @@ writes to the terminal. ``tqdm.auto`` gives widgets in Jupyter, text elsewhere.
 
 Events, on a ``queue.SimpleQueue``::
 
-    ('open', run_id, total, desc, initial)    show the DONE bar
+    ('open', run_id, total, desc, initial, postfix)  show the DONE bar
     ('update', run_id, done, failed, postfix)  add to DONE / ERROR (ERROR appears on the first failure)
     ('close', run_id, threading.Event)         final state, warning style if anything failed
     None                                       stop the thread
@@ -70,8 +70,9 @@ class BarThread:
     def _handle(self, bars: Dict[int, _Bars], event: Any) -> None:
         kind, run_id = event[0], event[1]
         if kind == "open":
-            _, _, total, desc, initial = event
-            bars[run_id] = _Bars(_tqdm()(total=total, desc=desc, initial=initial), total)
+            _, _, total, desc, initial, postfix = event
+            bar = _tqdm()(total=total, desc=desc, initial=initial, postfix=postfix)
+            bars[run_id] = _Bars(bar, total)
         elif kind == "update":
             _, _, done, failed, postfix = event
             entry = bars.get(run_id)

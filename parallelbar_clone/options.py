@@ -12,9 +12,14 @@ import os
 import re
 import sys
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Type, Union
 
-__all__ = ["Options", "parse_memory", "default_context", "default_n_cpu"]
+try:  # Python 3.8+
+    from typing import TypedDict
+except ImportError:  # pragma: no cover
+    TypedDict = dict  # type: ignore[assignment,misc]
+
+__all__ = ["Options", "NewOptions", "parse_memory", "default_context", "default_n_cpu"]
 
 ERROR_BEHAVIORS = ("raise", "coerce", "ignore")
 EXECUTORS = ("processes", "threads")
@@ -130,6 +135,18 @@ class Options:
         with :func:`~parallelbar_clone.wrappers.add_progress` instead of tasks.
     return_failed_tasks: return ``(results, failed_tasks)``.
     timeout: seconds the whole call may take before :class:`RunTimeoutError`.
+    retries: run a failed task up to this many more times, on any worker, before
+        its failure is final (timeouts and worker deaths count as failures).
+    retry_delay: seconds to wait before the first retry of a task;
+        ``retry_backoff`` multiplies the wait for each further attempt.
+    retry_on: the exception class (or tuple of classes) worth retrying; default
+        ``Exception`` (so not ``KeyboardInterrupt`` or ``SystemExit``).
+    checkpoint: path of a SQLite journal of finished tasks. Calling again with the
+        same path after a crash (even SIGKILL or a power cut) runs only the tasks
+        not journalled yet and returns the full result. See :mod:`.journal`.
+    overwrite_checkpoint: start the journal afresh even if it was written by a
+        different call.
+    keep_failures: on resume, keep journalled failures instead of re-running them.
     """
 
     n_cpu: Optional[int] = None
@@ -149,6 +166,13 @@ class Options:
     used_add_progress_decorator: bool = False
     return_failed_tasks: bool = False
     timeout: Optional[float] = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    retry_backoff: float = 1.0
+    retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]] = Exception
+    checkpoint: Optional[Union[str, "os.PathLike[str]"]] = None
+    overwrite_checkpoint: bool = False
+    keep_failures: bool = False
 
     def __post_init__(self) -> None:
         _check_count("n_cpu", self.n_cpu, 1)
@@ -173,8 +197,25 @@ class Options:
                 raise ValueError("memory_limit needs executor='processes': a thread cannot be "
                                  "stopped or measured on its own")
         _check_choice("error_behavior", self.error_behavior, ERROR_BEHAVIORS)
+        _check_count("retries", self.retries, 0)
+        if self.retries is None:
+            raise TypeError("retries must be an int (0 for none), got None")
+        for name, low in (("retry_delay", 0.0), ("retry_backoff", 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+                raise ValueError(f"{name} must be a number >= {low}, got {value!r}")
+        classes = self.retry_on if isinstance(self.retry_on, tuple) else (self.retry_on,)
+        if not classes or not all(isinstance(c, type) and issubclass(c, BaseException)
+                                  for c in classes):
+            raise TypeError(f"retry_on must be an exception class or a tuple of them, got "
+                            f"{self.retry_on!r}")
+        if self.checkpoint is not None:
+            if not isinstance(self.checkpoint, (str, os.PathLike)):
+                raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got "
+                                f"{type(self.checkpoint).__name__} {self.checkpoint!r}")
+            object.__setattr__(self, "checkpoint", os.fspath(self.checkpoint))
         for name in ("disable", "need_serialize", "used_add_progress_decorator",
-                     "return_failed_tasks"):
+                     "return_failed_tasks", "overwrite_checkpoint", "keep_failures"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be True or False, got {type(value).__name__} "
@@ -205,3 +246,20 @@ class Options:
 
 POOL_FIELDS = frozenset({"n_cpu", "executor", "context", "initializer", "initargs",
                          "maxtasksperchild"})
+
+
+class NewOptions(TypedDict, total=False):
+    """Keyword-only options the four ``progress_*`` functions take beyond the published
+    ones (documented on :class:`Options`), for ``**options: Unpack[NewOptions]``."""
+
+    memory_limit: Union[int, str]
+    retries: int
+    retry_delay: float
+    retry_backoff: float
+    retry_on: Union[Type[BaseException], Tuple[Type[BaseException], ...]]
+    checkpoint: Union[str, "os.PathLike[str]"]
+    overwrite_checkpoint: bool
+    keep_failures: bool
+
+
+NEW_OPTION_NAMES = frozenset(NewOptions.__annotations__)

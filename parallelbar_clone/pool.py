@@ -26,8 +26,11 @@ not finished go back to the front of the queue, and a new worker starts.
 """
 from __future__ import annotations
 
+import hashlib
+import heapq
 import itertools
 import logging
+import pickle
 import operator
 import os
 import queue
@@ -44,6 +47,7 @@ from .bar import UPDATE_INTERVAL, BarThread
 from .errors import (InitializerError, MemoryLimitError, ParallelBarError, RemoteTraceback,
                      RunTimeoutError, SerializationError, TaskTimeoutError, WorkerDiedError,
                      describe_death)
+from .journal import CheckpointMismatchError, Journal
 from .options import Options
 
 log = logging.getLogger("parallelbar_clone")
@@ -76,6 +80,40 @@ def _guess_total(tasks: Any, total: Optional[int]) -> Optional[int]:
     except Exception:
         hint = -1
     return hint if hint > 0 else None
+
+
+def _canonical(obj: Any) -> Any:
+    """obj with every set replaced by its sorted elements, so that equal tasks pickle to
+    equal bytes in every process (set order follows string hashes, which differ from
+    one interpreter to the next). Containers are walked; other objects are kept."""
+    kind = type(obj)
+    if kind is set or kind is frozenset:
+        return ("<set>", sorted(pickle.dumps(_canonical(e), 4) for e in obj))
+    if kind is list:
+        return [_canonical(e) for e in obj]
+    if kind is tuple:
+        return tuple(_canonical(e) for e in obj)
+    if kind is dict:
+        return ("<dict>", [(_canonical(k), _canonical(v)) for k, v in obj.items()])
+    return obj
+
+
+def task_digest(items: List[Any]) -> Optional[str]:
+    """A short digest of tasks' content, the same in any process; None if unpicklable."""
+    try:
+        data = pickle.dumps(items, 4)
+        if b"\x8f" in data or b"\x91" in data:  # EMPTY_SET / FROZENSET opcodes (or lookalikes)
+            data = pickle.dumps(_canonical(items), 4)
+    except Exception:
+        return None
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _qualified_name(func: Any) -> str:
+    inner = getattr(func, "func", func)  # _Star, functools.partial
+    inner = getattr(inner, "__wrapped__", inner)
+    module = getattr(inner, "__module__", None) or "?"
+    return f"{module}.{getattr(inner, '__qualname__', _func_name(inner))}"
 
 
 def _unpack_error(packed: Tuple[BaseException, str]) -> BaseException:
@@ -135,6 +173,20 @@ class _Run:
         self.bar_flushed = 0.0
         self.bar_closed = threading.Event()
         self.inner_failures: List[Any] = []
+        # retries
+        self.attempts: Dict[int, int] = {}
+        self.history: Dict[int, List[str]] = {}
+        self.delayed: List[Tuple[float, int, Any]] = []   # heap: (ready at, position, task)
+        self.retried = 0
+        self.retried_shown = 0
+        # checkpoint
+        self.journal: Optional[Journal] = None
+        self.resume: Dict[int, Tuple[bool, Any]] = {}    # journalled outcomes still to replay
+        self.resumed = 0
+        self.resumed_failed = 0
+        self.resumed_ready: List[Tuple[int, List[Any], Dict[int, BaseException], List[Any]]] = []
+        self.verify: Dict[int, Tuple[int, Optional[str]]] = {}  # piece start -> (n, digest)
+        self.verifying: Optional[Tuple[int, int, Optional[str], List[Any]]] = None
 
     # -- chunk sizing -----------------------------------------------------------------
     def chunk_size(self) -> int:
@@ -156,35 +208,92 @@ class _Run:
         self.per_task = sample if self.per_task is None else 0.7 * self.per_task + 0.3 * sample
 
     def take(self, limit: int) -> Optional[Tuple[int, List[Any]]]:
-        """The next (start, items) to dispatch, at most ``limit`` items, or None."""
-        if self.requeue:
-            start, items = self.requeue.popleft()
-            if len(items) > limit:
-                self.requeue.appendleft((start + limit, items[limit:]))
-                items = items[:limit]
-            return start, items
-        if self.exhausted:
-            return None
-        if self.cap is not None and self.taken - self.consumed >= self.cap:
-            return None
-        size = min(self.chunk_size(), limit)
-        items = list(itertools.islice(self.it, size))
-        if len(items) < size:
-            self.exhausted = True
-            if not items:
+        """The next (start, items) to dispatch, at most ``limit`` items, or None.
+
+        Positions the checkpoint journal already has are not returned: their
+        outcomes are queued on ``resumed_ready`` for the manager to deliver."""
+        limit = max(1, min(limit, self.chunk_size()))
+        while True:
+            if self.requeue:
+                start, items = self.requeue.popleft()
+                if len(items) > limit:
+                    self.requeue.appendleft((start + limit, items[limit:]))
+                    items = items[:limit]
+                return start, items
+            if self.exhausted:
                 return None
-        self.last_chunk = len(items)
-        start = self.taken
-        self.taken += len(items)
-        if self.cap is not None:
-            self.cap = max(self.cap, 4 * WINDOW * self.workers * len(items))
-        return start, items
+            if self.cap is not None and self.taken - self.consumed >= self.cap:
+                return None
+            replaying = bool(self.resume or self.verifying or self.verify)
+            size = max(limit, 4096) if replaying else limit
+            items = list(itertools.islice(self.it, size))
+            if len(items) < size:
+                self.exhausted = True
+                if not items:
+                    return None
+            start = self.taken
+            self.taken += len(items)
+            if self.cap is not None:
+                self.cap = max(self.cap, 4 * WINDOW * self.workers * len(items))
+            if not replaying:
+                self.last_chunk = len(items)
+                return start, items
+            self._replay(start, items)
+
+    def _replay(self, start: int, items: List[Any]) -> None:
+        """Split freshly pulled tasks into journalled outcomes and tasks still to run."""
+        todo: List[Tuple[int, List[Any]]] = []
+        for offset, item in enumerate(items):
+            pos = start + offset
+            if self.verify or self.verifying:
+                self._check_content(pos, item)
+            outcome = self.resume.pop(pos, None)
+            if outcome is None:
+                if todo and todo[-1][0] + len(todo[-1][1]) == pos:
+                    todo[-1][1].append(item)
+                else:
+                    todo.append((pos, [item]))
+                continue
+            ok, value = outcome
+            last = self.resumed_ready[-1] if self.resumed_ready else None
+            if last is None or last[0] + len(last[1]) != pos:
+                last = (pos, [], {}, [])
+                self.resumed_ready.append(last)
+            last[1].append(value if ok else None)
+            last[3].append(item)
+            if not ok:
+                last[2][pos] = value
+        self.requeue.extend(todo)
+
+    def _check_content(self, pos: int, item: Any) -> None:
+        if self.verifying is None and pos in self.verify:
+            n, digest = self.verify.pop(pos)
+            self.verifying = (pos, n, digest, [])
+        if self.verifying is None:
+            return
+        first, n, digest, seen = self.verifying
+        seen.append(item)
+        if len(seen) < n:
+            return
+        self.verifying = None
+        if digest is not None and task_digest(seen) not in (digest, None):
+            path = self.journal.path if self.journal is not None else "?"
+            raise CheckpointMismatchError(
+                f"checkpoint {path!r} was written for other tasks: tasks {first}..{first + n - 1} "
+                f"differ from the ones it journalled (the input changed). Pass "
+                f"overwrite_checkpoint=True to start afresh, or a new checkpoint path")
+
+    def release_retries(self, now: float) -> None:
+        while self.delayed and self.delayed[0][0] <= now:
+            _, pos, item = heapq.heappop(self.delayed)
+            self.requeue.appendleft((pos, [item]))
 
     def has_work(self) -> bool:
         return bool(self.requeue) or not self.exhausted
 
     def complete(self) -> bool:
-        return self.exhausted and not self.requeue and self.finished == self.taken
+        return (self.exhausted and not self.requeue and not self.delayed
+                and self.finished == self.taken)
 
 
 # ================================================================= the pool
@@ -289,11 +398,44 @@ class ProgressPool:
                 raise SerializationError(
                     f"function {run.name} cannot be sent to a worker process by pickle or dill: "
                     f"{exc}") from exc
+        if opts.checkpoint is not None:
+            self._open_journal(run, tasks)
         if not opts.disable:
-            self._bar_thread().send(("open", run.id, run.total, "DONE", 0))
+            postfix = f"resumed={run.resumed}" if run.resumed else None
+            self._bar_thread().send(("open", run.id, run.total, "DONE", run.resumed, postfix))
+            if run.resumed_failed:
+                self._bar_thread().send(("update", run.id, 0, run.resumed_failed, None))
         self._commands.put(("submit", run))
         self._backend.wake()
         return run
+
+    def _open_journal(self, run: _Run, tasks: Iterable[Any]) -> None:
+        """Open (or create) the run's journal; load what it already holds."""
+        head = list(itertools.islice(run.it, 100))
+        run.it = itertools.chain(head, run.it)
+        fingerprint = {"function": _qualified_name(run.func), "total": run.total,
+                       "first_tasks_digest": task_digest(head)}
+        run.journal = Journal(run.opts.checkpoint, fingerprint,
+                              overwrite=run.opts.overwrite_checkpoint)
+        try:
+            for piece in run.journal.pieces():
+                if piece.digest is not None and not any(
+                        s <= piece.start < s + n for s, (n, _) in run.verify.items()):
+                    run.verify[piece.start] = (len(piece.values), piece.digest)
+                for i, value in enumerate(piece.values):
+                    pos = piece.start + i
+                    failure = piece.failures.get(pos)
+                    run.resume[pos] = (False, failure) if failure is not None else (True, value)
+        except BaseException:
+            run.journal.close()
+            raise
+        if not run.opts.keep_failures:
+            run.resume = {p: o for p, o in run.resume.items() if o[0]}
+        run.resumed_failed = sum(1 for ok, _ in run.resume.values() if not ok)
+        run.resumed = len(run.resume) - run.resumed_failed
+        if run.resume:
+            log.info("resuming from %s: %d tasks already done", run.opts.checkpoint,
+                     len(run.resume))
 
     def _bar_thread(self) -> BarThread:
         with self._bars_lock:
@@ -403,7 +545,10 @@ class ProgressPool:
 
     def _tick(self) -> float:
         tick = IDLE_TICK
+        now = monotonic()
         for run in self._runs.values():
+            if run.delayed:
+                tick = min(tick, max(0.001, run.delayed[0][0] - now))
             if run.opts.memory_limit is not None:
                 tick = min(tick, MEMORY_TICK)
             elif run.opts.process_timeout is not None:
@@ -520,6 +665,8 @@ class ProgressPool:
     def _dispatch_one(self, w: Worker) -> bool:
         limit = MAX_CHUNK if w.tasks_left is None else w.tasks_left
         for run in list(self._runs.values()):
+            if run.delayed:
+                run.release_retries(monotonic())
             if run.state != "active" or not run.has_work():
                 continue
             try:
@@ -527,6 +674,9 @@ class ProgressPool:
             except BaseException as exc:  # the caller's input iterator raised
                 self._fail_run(run, exc)
                 continue
+            while run.resumed_ready and run.state == "active":
+                start, values, failures, items = run.resumed_ready.pop(0)
+                self._deliver(run, start, values, failures, items, resumed=True)
             if got is None:
                 if run.complete():
                     self._finish_run(run)
@@ -615,7 +765,7 @@ class ProgressPool:
         return None
 
     def _on_results(self, w: Worker, msg: Any) -> None:
-        _, run_id, start, n, errors, busy, inner, data, dilled = msg
+        _, run_id, start, n, errors, busy, inner, data, dilled, durations = msg
         chunk = w.inflight[0] if w.inflight else None
         if chunk is None or chunk.run.id != run_id or chunk.done != start:
             chunk = next((c for c in w.inflight if c.run.id == run_id and c.done == start), None)
@@ -659,19 +809,33 @@ class ProgressPool:
                             f"the result of task {start + i} could not be loaded by dill in the "
                             f"main process: {exc}")
         self._deliver(run, start, values, failures,
-                      chunk.items[start - chunk.start:start - chunk.start + n], start0=start)
+                      chunk.items[start - chunk.start:start - chunk.start + n], durations)
 
     def _deliver(self, run: _Run, start: int, values: List[Any],
                  failures: Optional[Dict[int, BaseException]], items: List[Any],
-                 start0: Optional[int] = None) -> None:
-        """Final outcomes of tasks start .. start+len(values)-1."""
+                 durations: Optional[List[float]] = None, resumed: bool = False) -> None:
+        """Outcomes of tasks start .. start+len(values)-1: retry, journal, hand over."""
         if run.state != "active":
             return
+        if failures and not resumed:
+            if run.opts.retries and self._retry(run, start, values, failures, items, durations):
+                return
+            for pos, exc in failures.items():
+                _note_attempts(exc, run.attempts.get(pos, 0) + 1, run.history.get(pos))
+        if run.journal is not None and not resumed:
+            try:
+                lost = run.journal.add(start, values, failures, durations, task_digest(items))
+            except Exception as exc:
+                self._fail_run(run, exc)
+                return
+            if lost:
+                failures = {**(failures or {}), **lost}
         n = len(values)
         nfail = len(failures) if failures else 0
         run.finished += n
-        run.bar_done += n - nfail
-        run.bar_failed += nfail
+        if not resumed:
+            run.bar_done += n - nfail
+            run.bar_failed += nfail
         if failures:
             if run.opts.error_behavior == "raise":
                 first = min(failures)
@@ -684,6 +848,36 @@ class ProgressPool:
         run.out.put(("p", start, values, failures or None, failed_items))
         if run.complete():
             self._finish_run(run)
+
+    def _retry(self, run: _Run, start: int, values: List[Any], failures: Dict[int, BaseException],
+               items: List[Any], durations: Optional[List[float]]) -> bool:
+        """Send failed tasks round again if allowed; deliver the rest. True if any was."""
+        opts = run.opts
+        again = []
+        for pos, exc in failures.items():
+            tries = run.attempts.get(pos, 0)
+            if tries < opts.retries and isinstance(exc, opts.retry_on):
+                run.attempts[pos] = tries + 1
+                run.history.setdefault(pos, []).append(f"{type(exc).__name__}: {exc}")
+                delay = opts.retry_delay * opts.retry_backoff ** tries
+                heapq.heappush(run.delayed, (monotonic() + delay, pos, items[pos - start]))
+                again.append(pos)
+        if not again:
+            return False
+        run.retried += len(again)
+        keep = set(again)
+        piece: Optional[int] = None
+        for i in range(len(values) + 1):  # deliver the stretches between retried positions
+            pos = start + i
+            inside = i < len(values) and pos not in keep
+            if inside and piece is None:
+                piece = i
+            elif not inside and piece is not None:
+                rest = {p: e for p, e in failures.items() if start + piece <= p < pos}
+                self._deliver(run, start + piece, values[piece:i], rest or None,
+                              items[piece:i], durations[piece:i] if durations else None)
+                piece = None
+        return True
 
     # -- run endings ----------------------------------------------------------------
     def _finish_run(self, run: _Run) -> None:
@@ -709,6 +903,11 @@ class ProgressPool:
                 self._kill(w, None)
             else:
                 self._backend.forget(w, run.id)
+        if run.journal is not None:
+            try:
+                run.journal.close()
+            except Exception:
+                log.exception("could not flush the checkpoint journal %s", run.opts.checkpoint)
         self._flush_run_bar(run, monotonic(), force=True)
         if not run.opts.disable:
             self._bar_thread().send(("close", run.id, run.bar_closed))
@@ -852,8 +1051,12 @@ class ProgressPool:
         else:
             done, failed = run.bar_done, run.bar_failed
             run.bar_done = run.bar_failed = 0
-        if done or failed:
-            self._bar_thread().send(("update", run.id, done, failed, None))
+        postfix = None
+        if run.retried != run.retried_shown:
+            run.retried_shown = run.retried
+            postfix = (f"resumed={run.resumed}, " if run.resumed else "") + f"retries={run.retried}"
+        if done or failed or postfix:
+            self._bar_thread().send(("update", run.id, done, failed, postfix))
 
     def _decorated_counts(self, run: _Run) -> Tuple[int, int]:
         """Calls counted by @add_progress in the workers since the last look."""
@@ -883,6 +1086,20 @@ class _Star:
     @property
     def __name__(self) -> str:  # for messages
         return _func_name(self.func)
+
+
+def _note_attempts(exc: BaseException, attempts: int, history: Optional[List[str]]) -> None:
+    """Say on a final failure how many times the task ran, and what failed before."""
+    if attempts <= 1:
+        return
+    try:
+        exc.attempts = attempts  # type: ignore[attr-defined]
+        exc.previous_errors = list(history or [])  # type: ignore[attr-defined]
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"(failed on all {attempts} attempts; before: "
+                         + "; ".join(history or []) + ")")
+    except Exception:
+        pass
 
 
 def _coerced(opts: Options, exc: BaseException) -> Any:

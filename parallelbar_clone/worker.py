@@ -6,7 +6,7 @@ mid-write) cannot wedge the rest of the pool.
 
 Parent -> worker (``task_conn``), each message ``serialize.dumps``-ed::
 
-    ('f', run_id, func_payload, timing)  a run's function (sent once per worker)
+    ('f', run_id, func_payload, timing, durations)  a run's function (once per worker)
     ('c', run_id, start, n, items_bytes) tasks start .. start+n-1
     ('d', run_id)                        forget a finished run's function
     ('s',)                               stop
@@ -15,8 +15,9 @@ Worker -> parent (``result_conn``), each message a plain pickle::
 
     ('ready', pid)                       the initializer ran; tasks may start
     ('init_error', packed)               the initializer raised; the worker exits
-    ('r', run_id, start, n, errors, busy, inner_failures, values_bytes, dilled)
-                                         results of tasks start .. start+n-1
+    ('r', run_id, start, n, errors, busy, inner_failures, values_bytes, dilled, durations)
+                                         results of tasks start .. start+n-1 (durations:
+                                         seconds per task, when the run asked for them)
     ('bad', run_id, start, n, packed)    the chunk's tasks could not be unpickled
     ('func_error', run_id, packed)       the run's function could not be unpickled
 
@@ -85,12 +86,14 @@ def pack_exception(exc: BaseException, *, check_pickle: bool) -> Packed:
 
 def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[Any],
               slot: Any, base: int, timing: bool, report: Callable[..., None],
-              check_pickle: bool) -> None:
+              check_pickle: bool, durations: bool = False) -> None:
     """Run ``func`` on each item, writing the slot, reporting results in pieces."""
     values: List[Any] = []
     errors: Optional[Dict[int, Packed]] = None
+    durs: Optional[List[float]] = [] if durations else None
     piece_start = start
     last = monotonic()
+    began = last
     slot[base + RUN] = run_id
     n = len(items)
     pos = start
@@ -109,12 +112,16 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
         if timing:
             slot[base + START] = 0.0
         pos += 1
-        if n > 1:
+        if n > 1 or durs is not None:
             now = monotonic()
+            if durs is not None:
+                durs.append(now - began)
+                began = now
             if now - last >= FLUSH_INTERVAL and pos < start + n:
-                report(run_id, piece_start, values, errors, now - last)
+                report(run_id, piece_start, values, errors, now - last, durs)
                 values, errors, piece_start, last = [], None, pos, now
-    report(run_id, piece_start, values, errors, monotonic() - last)
+                durs = [] if durs is not None else None
+    report(run_id, piece_start, values, errors, monotonic() - last, durs)
 
 
 def take_inner_failures() -> list:
@@ -208,12 +215,13 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
     message("ready", os.getpid())
 
     def report(run_id: int, start: int, values: List[Any],
-               errors: Optional[Dict[int, Packed]], busy: float) -> None:
+               errors: Optional[Dict[int, Packed]], busy: float,
+               durs: Optional[List[float]]) -> None:
         data, dilled, errors = _encode_values(values, start, errors)
         message("r", run_id, start, len(values), errors, busy, _safe_inner_failures(),
-                data, dilled)
+                data, dilled, durs)
 
-    funcs: Dict[int, Tuple[Callable[[Any], Any], bool]] = {}
+    funcs: Dict[int, Tuple[Callable[[Any], Any], bool, bool]] = {}
     loads = serialize.loads
     while True:
         try:
@@ -231,12 +239,13 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
             except BaseException as exc:
                 message("bad", run_id, start, n, pack_exception(exc, check_pickle=True))
                 continue
-            run_chunk(entry[0], run_id, start, items, view, base, entry[1], report, True)
+            run_chunk(entry[0], run_id, start, items, view, base, entry[1], report, True,
+                      entry[2])
             del items
         elif kind == "f":
-            _, run_id, payload, timing = msg
+            _, run_id, payload, timing, durations = msg
             try:
-                funcs[run_id] = (loads(payload), timing)
+                funcs[run_id] = (loads(payload), timing, durations)
             except BaseException as exc:
                 message("func_error", run_id, pack_exception(exc, check_pickle=True))
         elif kind == "d":
@@ -269,19 +278,20 @@ def thread_main(inbox: Any, outbox: Any, handle: Any, slot: ThreadSlot,
     outbox.put((handle, ("ready", threading.get_ident())))
 
     def report(run_id: int, start: int, values: List[Any],
-               errors: Optional[Dict[int, Packed]], busy: float) -> None:
+               errors: Optional[Dict[int, Packed]], busy: float,
+               durs: Optional[List[float]]) -> None:
         if not slot.abandoned:
             outbox.put((handle, ("r", run_id, start, len(values), errors, busy,
-                                 take_inner_failures(), values, False)))
+                                 take_inner_failures(), values, False, durs)))
 
     try:
         while not slot.abandoned:
             msg = inbox.get()
             if msg[0] != "c":
                 return
-            _, run_id, start, func, items, timing = msg
+            _, run_id, start, func, items, timing, durations = msg
             run_chunk(_StopWhenAbandoned(func, slot), run_id, start, items, slot, 0, timing,
-                      report, False)
+                      report, False, durations)
     except Abandoned:  # the pool gave up on this thread while it was between tasks
         return
 

@@ -163,3 +163,22 @@ def touch_then_sleep(path):
 def touch_then_c_sleep(path):
     open(path, "a").close()
     ctypes.CDLL(None).sleep(60)
+
+
+def set_size(s):
+    return len(s)
+
+
+def fails_first_time(marker_dir, kind):
+    """Fail (raise, hang in C, or exit) on a task's first attempt, succeed after."""
+    def run(x):
+        marker = os.path.join(marker_dir, f"{kind}-{x}")
+        if x % 4 == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            if kind == "raise":
+                raise ConnectionError(f"flaky {x}")
+            if kind == "hang":
+                ctypes.CDLL(None).sleep(60)
+            os._exit(9)
+        return x * 10
+    return run

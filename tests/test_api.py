@@ -25,7 +25,9 @@ def test_signature_is_the_published_one(fn):
     defaults = {n: p.default for n, p in params.items() if n not in ("func", "tasks")}
     assert defaults["initargs"] == () and defaults["error_behavior"] == "raise"
     assert defaults["executor"] == "processes" and defaults["disable"] is False
-    assert params["memory_limit"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["options"].kind is inspect.Parameter.VAR_KEYWORD  # new ones: keyword-only
+    with pytest.raises(TypeError, match="unexpected keyword argument.*colour.*memory_limit"):
+        fn(tasks.times_ten, range(3), colour="blue")
     assert "func" in fn.__doc__ and "memory_limit" in fn.__doc__
 
 
