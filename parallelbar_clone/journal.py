@@ -351,11 +351,21 @@ class Journal:
     """
 
     def __init__(self, path: PathLike, fingerprint: Mapping[str, Any], *,
-                 overwrite: bool = False, commit_interval: float = 0.25) -> None:
+                 overwrite: bool = False, commit_interval: float = 0.25,
+                 background: bool = False) -> None:
+        """``background=True`` commits from a thread of its own, every
+        ``commit_interval``, so that ``add`` never waits for the disk; a write error
+        there is raised by the next ``add``, ``flush`` or ``close``."""
         self.path = os.fspath(path)
         self.fingerprint, fp_text = _normalize_fingerprint(fingerprint)
         self.commit_interval = float(commit_interval)
+        # Lock order: _conn_lock (any use of the connection) before _lock (the buffer).
         self._lock = threading.RLock()
+        self._conn_lock = threading.RLock()
+        self._flusher: Optional[threading.Thread] = None
+        self._wake = threading.Event()
+        self._stopping = False
+        self._error: Optional[BaseException] = None
         self._buffer: List[_Row] = []
         self._buffered_tasks = 0
         self._buffered_bytes = 0
@@ -381,6 +391,20 @@ class Journal:
             limit = conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
         self._max_blob = min(limit or 1_000_000_000, 1_000_000_000) - 1024
         self._last_commit = monotonic()
+        if background:
+            self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                             name="parallelbar-journal")
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.commit_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except BaseException as exc:  # kept for the engine's next call
+                self._error = exc
+                return
 
     def _open(self, conn: sqlite3.Connection, fp_text: str, overwrite: bool) -> None:
         try:
@@ -440,11 +464,10 @@ class Journal:
     def pieces(self) -> List[Piece]:
         """Everything journalled so far (buffered pieces are committed first), in the
         order written; later pieces override earlier ones for the same position."""
-        with self._lock:
-            conn = self._require()
+        with self._conn_lock:
             self.flush()
-            rows = conn.execute("SELECT start, n, vals, failures, durations, digest "
-                                "FROM pieces ORDER BY id").fetchall()
+            rows = self._require().execute("SELECT start, n, vals, failures, durations, "
+                                           "digest FROM pieces ORDER BY id").fetchall()
         return [_decode_row(*row) for row in rows]
 
     # ------------------------------------------------------------------ writing
@@ -452,9 +475,12 @@ class Journal:
     def add(self, start: int, values: List[Any],
             failures: Optional[Mapping[int, BaseException]],
             durations: Optional[List[float]] = None,
-            digest: Optional[str] = None) -> Dict[int, BaseException]:
+            digest: Optional[str] = None,
+            pickled: Optional[bytes] = None) -> Dict[int, BaseException]:
         """Buffer a piece: ``values[i]`` is the outcome of position ``start + i``;
-        ``failures`` maps absolute positions to exceptions. Returns the positions whose
+        ``failures`` maps absolute positions to exceptions. ``pickled``, if given, is
+        ``pickle.dumps(values)`` with None at failed positions, made already (by a
+        worker): it is stored as is. Returns the positions whose
         values could not be stored, each with a :class:`SerializationError` (journalled
         as that position's failure)."""
         values = list(values)
@@ -468,25 +494,36 @@ class Journal:
                                  f"{start}..{start + n - 1}")
         if n == 0:
             return {}
+        if self._error is not None:
+            raise self._error
         with self._lock:
             self._require()
             rows, errors = self._encode(start, values, dict(failures or {}),
-                                        None if durations is None else list(durations), digest)
+                                        None if durations is None else list(durations), digest,
+                                        pickled)
             for row in rows:
                 self._buffer.append(row)
                 self._buffered_tasks += row[1]
                 self._buffered_bytes += len(row[2]) + len(row[3] or b"") + len(row[4] or b"")
-            if (self._buffered_tasks > COMMIT_TASKS or self._buffered_bytes > COMMIT_BYTES
-                    or monotonic() - self._last_commit >= self.commit_interval):
+            due = (self._buffered_tasks > COMMIT_TASKS or self._buffered_bytes > COMMIT_BYTES
+                   or monotonic() - self._last_commit >= self.commit_interval)
+        if due:
+            if self._flusher is not None:
+                self._wake.set()
+            else:
                 self.flush()
         return errors
 
     def _encode(self, start: int, values: List[Any], failures: Dict[int, BaseException],
-                durations: Optional[List[float]], digest: Optional[str]
+                durations: Optional[List[float]], digest: Optional[str],
+                pickled: Optional[bytes] = None
                 ) -> Tuple[List[_Row], Dict[int, BaseException]]:
-        if failures:
-            values = [None if start + i in failures else v for i, v in enumerate(values)]
-        vals, errors = _encode_values(values, start)
+        if pickled is not None and len(pickled) < self._max_blob:
+            vals, errors = _FMT_PICKLE + pickled, {}
+        else:
+            if failures:
+                values = [None if start + i in failures else v for i, v in enumerate(values)]
+            vals, errors = _encode_values(values, start)
         n = len(values)
         if len(vals) > self._max_blob:
             if n > 1:  # too big for one SQLite blob: store it as two rows
@@ -519,36 +556,49 @@ class Journal:
 
     def flush(self) -> None:
         """Commit what is buffered."""
-        with self._lock:
-            conn = self._require()
-            if not self._buffer:
+        with self._conn_lock:
+            with self._lock:
+                conn = self._require()
+                rows, self._buffer = self._buffer, []
+                self._buffered_tasks = self._buffered_bytes = 0
+            if not rows:
                 return
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany("INSERT INTO pieces (start, n, vals, failures, durations, digest)"
-                                 " VALUES (?, ?, ?, ?, ?, ?)", self._buffer)
+                                 " VALUES (?, ?, ?, ?, ?, ?)", rows)
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'updated'",
                              (json.dumps(_now()),))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                with self._lock:  # keep them for a later try
+                    self._buffer[:0] = rows
+                    self._buffered_tasks += sum(r[1] for r in rows)
                 raise
-            self._buffer = []
-            self._buffered_tasks = self._buffered_bytes = 0
             self._last_commit = monotonic()
 
     def close(self) -> None:
         """Flush and close; closing again does nothing."""
-        with self._lock:
+        if self._flusher is not None:
+            self._stopping = True
+            self._wake.set()
+            if self._flusher is not threading.current_thread():
+                self._flusher.join()
+        with self._conn_lock:
             conn = self._conn
             if conn is None:
                 return
             try:
                 self.flush()
             finally:
-                self._conn = None
+                with self._lock:
+                    self._conn = None
                 conn.close()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     @property
     def closed(self) -> bool:

@@ -98,15 +98,31 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
-def task_digest(items: List[Any]) -> Optional[str]:
-    """A short digest of tasks' content, the same in any process; None if unpicklable."""
+def task_digest(items: List[Any], canonical: bool = False) -> Optional[str]:
+    """A short digest of tasks' content; None if they cannot be pickled.
+
+    Set order follows string hashes, which differ between interpreters, so a task
+    holding a set of strings can digest differently in another process unless
+    ``canonical`` (slower) is asked for: see ``_has_sets``."""
     try:
-        data = pickle.dumps(items, 4)
-        if b"\x8f" in data or b"\x91" in data:  # EMPTY_SET / FROZENSET opcodes (or lookalikes)
-            data = pickle.dumps(_canonical(items), 4)
+        data = pickle.dumps(_canonical(items) if canonical else items, serialize.PROTOCOL)
     except Exception:
         return None
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _has_sets(obj: Any, depth: int = 6) -> bool:
+    kind = type(obj)
+    if kind is set or kind is frozenset:
+        return True
+    if depth == 0:
+        return False
+    if kind is list or kind is tuple:
+        return any(_has_sets(e, depth - 1) for e in obj)
+    if kind is dict:
+        return any(_has_sets(k, depth - 1) or _has_sets(v, depth - 1) for k, v in obj.items())
+    state = getattr(obj, "__dict__", None)
+    return isinstance(state, dict) and _has_sets(state, depth - 1)
 
 
 def _qualified_name(func: Any) -> str:
@@ -128,7 +144,7 @@ def _unpack_error(packed: Tuple[BaseException, str]) -> BaseException:
 
 
 class _Chunk:
-    __slots__ = ("run", "start", "items", "nbytes", "done", "end", "payload")
+    __slots__ = ("run", "start", "items", "nbytes", "done", "end", "payload", "digest")
 
     def __init__(self, run: "_Run", start: int, items: List[Any]) -> None:
         self.run = run
@@ -138,6 +154,7 @@ class _Chunk:
         self.end = start + len(items)
         self.nbytes = 0
         self.payload: Any = None
+        self.digest: Optional[str] = None   # of the pickled tasks, when a journal wants it
 
 
 class _Run:
@@ -276,11 +293,16 @@ class _Run:
         if len(seen) < n:
             return
         self.verifying = None
-        if digest is not None and task_digest(seen) not in (digest, None):
+        if digest is None or task_digest(seen) in (digest, None):
+            return
+        if _has_sets(seen):  # their pickled order may differ from the writer's: can't tell
+            log.warning("tasks %d..%d hold sets; their content cannot be compared with the "
+                        "checkpoint's", first, first + n - 1)
+        else:
             path = self.journal.path if self.journal is not None else "?"
             raise CheckpointMismatchError(
-                f"checkpoint {path!r} was written for other tasks: tasks {first}..{first + n - 1} "
-                f"differ from the ones it journalled (the input changed). Pass "
+                f"checkpoint {path!r} was written for other tasks: tasks {first}..{first + n - 1}"
+                f" differ from the ones it journalled (the input changed). Pass "
                 f"overwrite_checkpoint=True to start afresh, or a new checkpoint path")
 
     def release_retries(self, now: float) -> None:
@@ -414,9 +436,9 @@ class ProgressPool:
         head = list(itertools.islice(run.it, 100))
         run.it = itertools.chain(head, run.it)
         fingerprint = {"function": _qualified_name(run.func), "total": run.total,
-                       "first_tasks_digest": task_digest(head)}
+                       "first_tasks_digest": task_digest(head, canonical=True)}
         run.journal = Journal(run.opts.checkpoint, fingerprint,
-                              overwrite=run.opts.overwrite_checkpoint)
+                              overwrite=run.opts.overwrite_checkpoint, background=True)
         try:
             for piece in run.journal.pieces():
                 if piece.digest is not None and not any(
@@ -784,11 +806,12 @@ class ProgressPool:
         failures: Dict[int, BaseException] = {}
         if errors:
             failures = {pos: _unpack_error(p) for pos, p in errors.items()}
+        pickled = data if isinstance(data, bytes) and not dilled else None
         if isinstance(data, (bytes, bytearray)):
             try:
                 values = serialize.pickle.loads(data)
             except Exception as exc:
-                values = [None] * n
+                values, pickled = [None] * n, None
                 for i in range(n):
                     if start + i not in failures:
                         err = SerializationError(
@@ -808,23 +831,28 @@ class ProgressPool:
                         failures[start + i] = SerializationError(
                             f"the result of task {start + i} could not be loaded by dill in the "
                             f"main process: {exc}")
+        whole = start == chunk.start and n == len(chunk.items)
         self._deliver(run, start, values, failures,
-                      chunk.items[start - chunk.start:start - chunk.start + n], durations)
+                      chunk.items[start - chunk.start:start - chunk.start + n], durations,
+                      pickled=pickled,
+                      digest=chunk.digest if whole else None)
 
     def _deliver(self, run: _Run, start: int, values: List[Any],
                  failures: Optional[Dict[int, BaseException]], items: List[Any],
-                 durations: Optional[List[float]] = None, resumed: bool = False) -> None:
+                 durations: Optional[List[float]] = None, resumed: bool = False,
+                 pickled: Optional[bytes] = None, digest: Optional[str] = None) -> None:
         """Outcomes of tasks start .. start+len(values)-1: retry, journal, hand over."""
         if run.state != "active":
             return
         if failures and not resumed:
             if run.opts.retries and self._retry(run, start, values, failures, items, durations):
-                return
+                return  # (pieces with retried positions are delivered in parts)
             for pos, exc in failures.items():
                 _note_attempts(exc, run.attempts.get(pos, 0) + 1, run.history.get(pos))
         if run.journal is not None and not resumed:
             try:
-                lost = run.journal.add(start, values, failures, durations, task_digest(items))
+                lost = run.journal.add(start, values, failures, durations,
+                                       digest or task_digest(items), pickled)
             except Exception as exc:
                 self._fail_run(run, exc)
                 return

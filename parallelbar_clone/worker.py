@@ -90,7 +90,8 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
     """Run ``func`` on each item, writing the slot, reporting results in pieces."""
     values: List[Any] = []
     errors: Optional[Dict[int, Packed]] = None
-    durs: Optional[List[float]] = [] if durations else None
+    # per-task durations only where a task is long enough to matter (small chunks)
+    durs: Optional[List[float]] = [] if durations and len(items) <= 64 else None
     piece_start = start
     last = monotonic()
     began = last
