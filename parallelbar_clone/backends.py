@@ -75,8 +75,10 @@ class ProcessBackend:
         for i in range(opts.workers):
             self.view[i * SLOT_WIDTH + RUN] = -1.0
             self.view[i * SLOT_WIDTH + POS] = -1.0
-        self.by_value_main = self.method != "fork" and not hasattr(
-            sys.modules.get("__main__"), "__file__")
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        # A notebook's (or `python -c`'s) __main__ cannot be imported by a new worker:
+        # what refers to it is sent by value.
+        self.by_value_main = self.method != "fork" and not (main_file and os.path.isfile(main_file))
         self.init_payload: Optional[bytes] = None
         if opts.initializer is not None:
             try:

@@ -182,3 +182,20 @@ def fails_first_time(marker_dir, kind):
             os._exit(9)
         return x * 10
     return run
+
+
+def _sigkill():
+    os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does
+
+
+def _regex():
+    import re
+    re.match(r"(a+)+$", "a" * 40 + "b")  # catastrophic backtracking, in C, GIL held
+
+
+def oom_killed(x):
+    return _ok_or(x, _sigkill)
+
+
+def regex_hang(x):
+    return _ok_or(x, _regex)

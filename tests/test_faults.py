@@ -42,6 +42,11 @@ def check_segfault(exc):
     assert exc.signal_name == "SIGSEGV" and "SIGSEGV" in str(exc) and "segmentation fault" in str(exc)
 
 
+def check_oom_kill(exc):
+    assert isinstance(exc, WorkerDiedError) and exc.signal_name == "SIGKILL"
+    assert "out-of-memory killer" in str(exc)
+
+
 def check_memory(exc):
     assert isinstance(exc, MemoryLimitError) and isinstance(exc, MemoryError)
     assert "memory_limit" in str(exc) and exc.limit == 200_000_000
@@ -61,7 +66,9 @@ FAULTS = {
     "raise": (tasks.raises, {}, check_raise),
     "python-hang": (tasks.python_hang, {"process_timeout": 0.5}, check_timeout),
     "c-hang": (tasks.c_hang, {"process_timeout": 0.5}, check_timeout),
+    "regex-hang": (tasks.regex_hang, {"process_timeout": 0.5}, check_timeout),
     "os-exit": (tasks.exits, {}, check_exit),
+    "oom-kill": (tasks.oom_killed, {}, check_oom_kill),
     "segfault": (tasks.segfaults, {}, check_segfault),
     "memory": (tasks.blows_up, {"memory_limit": "200MB"}, check_memory),
     "unpicklable-result": (tasks.unpicklable_result, {}, check_unpicklable_result),
@@ -128,13 +135,13 @@ def test_worker_ignoring_sigterm_is_killed_anyway():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("func,options,count,expected", [
-    (tasks.always_exits, {}, 150, WorkerDiedError),
-    (tasks.always_c_hangs, {"process_timeout": 0.05}, 60, TaskTimeoutError),
+    (tasks.always_exits, {}, 400, WorkerDiedError),
+    (tasks.always_c_hangs, {"process_timeout": 0.05}, 200, TaskTimeoutError),
 ])
 def test_respawn_storm_does_not_deadlock(func, options, count, expected, start_method):
     """Hundreds of workers replaced in a row while the bar and manager threads run."""
     if start_method == "spawn":
-        count //= 3  # each spawn is a fresh interpreter: same code path, less time
+        count //= 4  # each spawn is a fresh interpreter: same code path, less time
     result = progress_map(func, range(count), n_cpu=2, context=start_method,
                           error_behavior="coerce", chunk_size=1, **options)
     assert len(result) == count
