@@ -1154,72 +1154,70 @@ class ResultIterator:
     """Lazy results of :meth:`ProgressPool.imap` / :meth:`ProgressPool.imap_unordered`.
 
     Closing it (or leaving a ``for`` loop early and dropping it) cancels the run.
+    ``failed_tasks`` lists the tasks that failed so far.
     """
 
     def __init__(self, pool: ProgressPool, run: _Run, ordered: bool) -> None:
         self._pool = pool
         self._run = run
-        self._ordered = ordered
-        self._pieces = _pieces(run)
-        self._buffer: Dict[int, Tuple[List[Any], Any]] = {}
-        self._ready: Deque[Any] = deque()
-        self._next = 0
         self._done = False
         self.failed_tasks: List[Any] = []
+        self._results = self._generate(ordered)
 
     def __iter__(self) -> "ResultIterator":
         return self
 
     def __next__(self) -> Any:
-        opts = self._run.opts
-        while not self._ready:
-            if self._done:
-                raise StopIteration
-            self._fill()
-        value, failed = self._ready.popleft()
-        self._run.consumed += 1
-        if failed:
-            if opts.error_behavior == "ignore":
-                return self.__next__()
-            return _coerced(opts, value)
-        return value
+        return next(self._results)
 
-    def _fill(self) -> None:
+    def _generate(self, ordered: bool) -> Iterator[Any]:
+        run, opts = self._run, self._run.opts
+        buffer: Dict[int, Tuple[List[Any], Any]] = {}
+        expected = 0
         try:
-            start, values, errors, items = next(self._pieces)
-        except StopIteration:
-            self._done = True
-            self._pool._wait_bar(self._run)
-            return
-        except BaseException:
-            self._done = True
-            self._pool._cancel(self._run)
-            self._pool._wait_bar(self._run)
+            for start, values, errors, items in _pieces(run):
+                if errors and items:
+                    self.failed_tasks.extend(items[p] for p in sorted(items))
+                if ordered:
+                    buffer[start] = (values, errors)
+                    if start != expected:
+                        continue
+                    ready = []
+                    while expected in buffer:
+                        values, errors = buffer.pop(expected)
+                        ready.append((expected, values, errors))
+                        expected += len(values)
+                else:
+                    ready = [(start, values, errors)]
+                for start, values, errors in ready:
+                    run.consumed += len(values)
+                    if not errors:
+                        yield from values
+                        continue
+                    for i, value in enumerate(values):
+                        exc = errors.get(start + i)
+                        if exc is None:
+                            yield value
+                        elif opts.error_behavior != "ignore":
+                            yield _coerced(opts, exc)
+        except GeneratorExit:
             raise
-        if errors and items:
-            self.failed_tasks.extend(items[p] for p in sorted(items))
-        if not self._ordered:
-            self._emit(start, values, errors)
-            return
-        self._buffer[start] = (values, errors)
-        while self._next in self._buffer:
-            values, errors = self._buffer.pop(self._next)
-            self._emit(self._next, values, errors)
-            self._next += len(values)
+        except BaseException:
+            self._stop()
+            raise
+        self._done = True
+        self._pool._wait_bar(run)
 
-    def _emit(self, start: int, values: List[Any], errors: Any) -> None:
-        if not errors:
-            self._ready.extend((v, False) for v in values)
-        else:
-            self._ready.extend((errors[start + i], True) if start + i in errors else (v, False)
-                               for i, v in enumerate(values))
-
-    def close(self) -> None:
-        """Stop the run: its workers are stopped, no more input is read."""
+    def _stop(self) -> None:
         if not self._done:
             self._done = True
             self._pool._cancel(self._run)
             self._pool._wait_bar(self._run)
+
+    def close(self) -> None:
+        """Stop the run: its workers are stopped, no more input is read."""
+        self._stop()
+        self._results.close()
 
     def __del__(self) -> None:
         try:

@@ -88,23 +88,64 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
               slot: Any, base: int, timing: bool, report: Callable[..., None],
               check_pickle: bool, durations: bool = False) -> None:
     """Run ``func`` on each item, writing the slot, reporting results in pieces."""
+    slot[base + RUN] = run_id
+    # per-task durations only where a task is long enough to matter (small chunks)
+    if timing or (durations and len(items) <= 64):
+        _run_timed(func, run_id, start, items, slot, base, timing, report, check_pickle,
+                   durations and len(items) <= 64)
+        return
+    # The cheap path: one shared-memory write per task; the clock is read every
+    # `stride` tasks, a stride that grows while tasks are quick.
+    values: List[Any] = []
+    append = values.append
+    errors: Optional[Dict[int, Packed]] = None
+    piece_start = pos = start
+    end = start + len(items)
+    last = checked = monotonic()
+    stride, check_at = 1, start + 1
+    where = base + POS
+    for item in items:
+        slot[where] = pos
+        try:
+            append(func(item))
+        except BaseException as exc:  # SystemExit too: it is the task's outcome
+            append(None)
+            if errors is None:
+                errors = {}
+            errors[pos] = pack_exception(exc, check_pickle=check_pickle)
+            del exc
+        pos += 1
+        if pos == check_at and pos < end:
+            now = monotonic()
+            if now - checked < 0.001:
+                stride = min(stride * 2, 1024)
+            elif now - checked > 0.01:
+                stride = max(1, stride // 4)
+            checked, check_at = now, pos + stride
+            if now - last >= FLUSH_INTERVAL:
+                report(run_id, piece_start, values, errors, now - last, None)
+                values, errors, piece_start, last = [], None, pos, now
+                append = values.append
+    report(run_id, piece_start, values, errors, monotonic() - last, None)
+
+
+def _run_timed(func: Callable[[Any], Any], run_id: int, start: int, items: List[Any],
+               slot: Any, base: int, timing: bool, report: Callable[..., None],
+               check_pickle: bool, durations: bool) -> None:
+    """run_chunk's loop when each task's start time (guards) or duration (journal) counts."""
     values: List[Any] = []
     errors: Optional[Dict[int, Packed]] = None
-    # per-task durations only where a task is long enough to matter (small chunks)
-    durs: Optional[List[float]] = [] if durations and len(items) <= 64 else None
-    piece_start = start
-    last = monotonic()
-    began = last
-    slot[base + RUN] = run_id
-    n = len(items)
-    pos = start
+    durs: Optional[List[float]] = [] if durations else None
+    piece_start = pos = start
+    end = start + len(items)
+    last = began = monotonic()
     for item in items:
         slot[base + POS] = pos
         if timing:
-            slot[base + START] = monotonic()
+            slot[base + START] = began
         try:
             values.append(func(item))
-        except BaseException as exc:  # SystemExit too: it is the task's outcome
+        except BaseException as exc:
             values.append(None)
             if errors is None:
                 errors = {}
@@ -113,15 +154,15 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
         if timing:
             slot[base + START] = 0.0
         pos += 1
-        if n > 1 or durs is not None:
-            now = monotonic()
-            if durs is not None:
-                durs.append(now - began)
-                began = now
-            if now - last >= FLUSH_INTERVAL and pos < start + n:
-                report(run_id, piece_start, values, errors, now - last, durs)
-                values, errors, piece_start, last = [], None, pos, now
-                durs = [] if durs is not None else None
+        now = monotonic()
+        if durs is not None:
+            durs.append(now - began)
+        began = now
+        if now - last >= FLUSH_INTERVAL and pos < end:
+            report(run_id, piece_start, values, errors, now - last, durs)
+            values, errors, piece_start = [], None, pos
+            durs = [] if durs is not None else None
+            last = began = monotonic()  # the report's own time is no task's
     report(run_id, piece_start, values, errors, monotonic() - last, durs)
 
 
