@@ -17,10 +17,15 @@ from collections import deque
 from multiprocessing import connection as mp_connection
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 from . import serialize
 from .errors import SerializationError
 from .options import Options
-from .worker import (DONE, ERR, POS, RUN, SLOT_WIDTH, START, Abandoned, ThreadSlot,
+from .worker import (DONE, ERR, POS, RUN, SLOT_WIDTH, SPAN, START, Abandoned, ThreadSlot,
                      process_main, thread_main)
 
 
@@ -47,6 +52,7 @@ class Worker:
         self.pid: Optional[int] = None
         self.seen_done = 0.0
         self.seen_err = 0.0
+        self.last_heard = 0.0            # monotonic time of its last message
 
     def unread(self) -> int:
         return sum(c.nbytes for c in self.inflight if c.done == c.start)
@@ -96,12 +102,15 @@ class ProcessBackend:
     def start(self, w: Worker) -> None:
         task_r, task_w = self.ctx.Pipe(duplex=False)
         result_r, result_w = self.ctx.Pipe(duplex=False)
+        for conn in (task_w, result_w):
+            _grow_pipe(conn)
         base = w.index * SLOT_WIDTH
         self.view[base + RUN] = -1.0
         self.view[base + POS] = -1.0
         self.view[base + START] = 0.0
         self.view[base + DONE] = 0.0
         self.view[base + ERR] = 0.0
+        self.view[base + SPAN] = 1.0
         proc = self.ctx.Process(target=process_main, name=f"parallelbar-worker-{w.index}",
                                 args=(task_r, result_w, self.slots, w.index, self.init_payload),
                                 daemon=True)
@@ -187,14 +196,9 @@ class ProcessBackend:
         except (ValueError, AttributeError):
             pass
 
-    def slot(self, w: Worker) -> Tuple[int, int, float]:
-        """(run id, position, start) read consistently; start 0 means between tasks."""
-        view, base = self.view, w.index * SLOT_WIDTH
-        for _ in range(3):
-            run, pos, start = view[base + RUN], view[base + POS], view[base + START]
-            if view[base + POS] == pos and view[base + RUN] == run:
-                return int(run), int(pos), start
-        return int(run), int(pos), 0.0
+    def slot(self, w: Worker) -> Tuple[int, int, float, int]:
+        """(run id, position, start, span) read consistently; start 0: between tasks."""
+        return _read_slot(self.view, w.index * SLOT_WIDTH)
 
     def counters(self, w: Worker) -> Tuple[float, float]:
         base = w.index * SLOT_WIDTH
@@ -257,6 +261,31 @@ class ProcessBackend:
                 conn.close()
             except OSError:
                 pass
+
+
+PIPE_BYTES = 1 << 20
+
+
+def _grow_pipe(conn: Any) -> None:
+    """Let a pipe hold a whole chunk (1 MB, Linux's default ceiling, instead of 64 KB), so
+    a large message is written in one go instead of in lockstep with its reader."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", 1031) if fcntl is not None else None
+    if set_size is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        fcntl.fcntl(conn.fileno(), set_size, PIPE_BYTES)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size, or no pipe: keep the default
+
+
+def _read_slot(view: Any, base: int) -> Tuple[int, int, float, int]:
+    """A worker's slot as one consistent reading: it writes POS last... so read it twice."""
+    for _ in range(3):
+        run, pos, start, span = view[base + RUN], view[base + POS], view[base + START], \
+            view[base + SPAN]
+        if view[base + POS] == pos and view[base + RUN] == run:
+            return int(run), int(pos), start, max(1, int(span))
+    return int(run), int(pos), 0.0, max(1, int(span))
 
 
 def read_rss(pid: Optional[int], page: int = 4096) -> Optional[int]:
@@ -341,13 +370,8 @@ class ThreadBackend:
     def release(self, w: Worker) -> None:
         pass
 
-    def slot(self, w: Worker) -> Tuple[int, int, float]:
-        s = w.slot  # type: ignore[attr-defined]
-        for _ in range(3):
-            run, pos, start = s[RUN], s[POS], s[START]
-            if s[POS] == pos and s[RUN] == run:
-                return int(run), int(pos), start
-        return int(run), int(pos), 0.0
+    def slot(self, w: Worker) -> Tuple[int, int, float, int]:
+        return _read_slot(w.slot, 0)  # type: ignore[attr-defined]
 
     def counters(self, w: Worker) -> Tuple[float, float]:
         s = w.slot  # type: ignore[attr-defined]

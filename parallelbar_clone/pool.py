@@ -55,8 +55,9 @@ log = logging.getLogger("parallelbar_clone")
 __all__ = ["ProgressPool"]
 
 WINDOW = 2                      # chunks in flight per worker: one running, one queued...
-PREFETCH_SECONDS = 0.002        # ...but only when the running one is measured to be this short:
-                                # a chunk queued behind a surprisingly slow task waits for it
+PREFETCH_SECONDS = 0.05         # ...but only behind a chunk measured to take less than this,
+PREFETCH_TASK = 0.001           # of tasks this short (where a round trip matters), and not
+                                # overdue: work queued behind a slow task waits for it
 PREFETCH_BYTES = 16384 if os.name == "posix" else 4096  # never fills a pipe: sends can't block
 TARGET_CHUNK_SECONDS = 0.025    # adaptive chunks aim at this much work each
 MAX_CHUNK = 100_000
@@ -144,7 +145,8 @@ def _unpack_error(packed: Tuple[BaseException, str]) -> BaseException:
 
 
 class _Chunk:
-    __slots__ = ("run", "start", "items", "nbytes", "done", "end", "payload", "digest")
+    __slots__ = ("run", "start", "items", "nbytes", "done", "end", "payload", "digest",
+                 "sent_at")
 
     def __init__(self, run: "_Run", start: int, items: List[Any]) -> None:
         self.run = run
@@ -155,6 +157,7 @@ class _Chunk:
         self.nbytes = 0
         self.payload: Any = None
         self.digest: Optional[str] = None   # of the pickled tasks, when a journal wants it
+        self.sent_at = 0.0
 
 
 class _Run:
@@ -676,13 +679,15 @@ class ProgressPool:
 
     @staticmethod
     def _short(w: Worker) -> bool:
-        """Is w's queued work measured to take less than PREFETCH_SECONDS?"""
-        expected = 0.0
-        for chunk in w.inflight:
-            if chunk.run.per_task is None:
-                return False
-            expected += chunk.run.per_task * (chunk.end - chunk.done)
-        return expected < PREFETCH_SECONDS
+        """May w get its next chunk before it finishes this one? Only if the running
+        chunk is measured to be short and is not taking longer than it should."""
+        chunk = w.inflight[0]
+        per_task = chunk.run.per_task
+        if per_task is None or per_task > PREFETCH_TASK:
+            return False
+        expected = per_task * (chunk.end - chunk.start)
+        began = max(chunk.sent_at, w.last_heard)  # the earliest it can have started
+        return expected < PREFETCH_SECONDS and monotonic() - began < 2 * expected + 0.001
 
     def _dispatch_one(self, w: Worker) -> bool:
         limit = MAX_CHUNK if w.tasks_left is None else w.tasks_left
@@ -719,6 +724,7 @@ class ProgressPool:
                 run.requeue.appendleft((start, items))
                 return False
             chunk.nbytes += extra
+            chunk.sent_at = monotonic()
             w.inflight.append(chunk)
             if w.tasks_left is not None:
                 w.tasks_left -= len(items)
@@ -742,6 +748,7 @@ class ProgressPool:
     # -- messages -------------------------------------------------------------------
     def _on_message(self, w: Worker, msg: Any) -> None:
         kind = msg[0]
+        w.last_heard = monotonic()
         if kind == "r":
             self._on_results(w, msg)
         elif kind == "ready":
@@ -970,14 +977,19 @@ class ProgressPool:
                     f"{STARTUP_DEATHS} workers in a row died while starting: the last (pid "
                     f"{w.pid}) {describe_death(code)}"))
                 return
-        blame = None
-        run_id, pos, _ = self._backend.slot(w)
+        blame = suspects = None
+        run_id, pos, _, span = self._backend.slot(w)
         run = self._runs.get(run_id)
         if run is not None and w.ready and any(c.run is run and c.done <= pos < c.end
                                                for c in w.inflight):
-            blame = (run, pos, WorkerDiedError(
-                f"worker pid {w.pid} running task {pos} ({run.name}) {describe_death(code)}",
-                pid=w.pid, exitcode=code, task_position=pos))
+            if span == 1:
+                blame = (run, pos, WorkerDiedError(
+                    f"worker pid {w.pid} running task {pos} ({run.name}) {describe_death(code)}",
+                    pid=w.pid, exitcode=code, task_position=pos))
+            else:
+                suspects = (run, pos, pos + span)
+                log.info("worker pid %s %s in one of tasks %d..%d; running them one by one",
+                         w.pid, describe_death(code), pos, pos + span - 1)
             self._unblamed_deaths = 0
         elif w.inflight:
             self._unblamed_deaths += 1
@@ -987,13 +999,18 @@ class ProgressPool:
                     f"{UNBLAMED_DEATHS} workers in a row died outside any task; the last (pid "
                     f"{w.pid}) {describe_death(code)}", pid=w.pid, exitcode=code))
                 return
-        self._bury(w, blame)
+        self._bury(w, blame, suspects)
         self._backend.release(w)
         if w in self._dying:
             self._dying.remove(w)
 
-    def _bury(self, w: Worker, blame: Optional[Tuple[_Run, int, BaseException]]) -> None:
-        """Take w out of service: requeue what it had not finished, fail the blamed task."""
+    def _bury(self, w: Worker, blame: Optional[Tuple[_Run, int, BaseException]],
+              suspects: Optional[Tuple[_Run, int, int]] = None) -> None:
+        """Take w out of service: requeue what it had not finished, fail the blamed task.
+
+        ``suspects`` (run, first, end): the worker died somewhere in that batch of
+        quick tasks; they go back one per chunk, so a task that crashes again is
+        blamed exactly (and one that was merely unlucky, say OOM-killed, succeeds)."""
         w.dead = True
         if w in self._workers:
             self._workers.remove(w)
@@ -1004,17 +1021,22 @@ class ProgressPool:
         back: Dict[int, List[Tuple[int, List[Any]]]] = {}
         for chunk in w.inflight:
             run = chunk.run
-            if run.state != "active":
+            if run.state != "active" or chunk.done >= chunk.end:
                 continue
-            offset = chunk.done - chunk.start
+            pieces = back.setdefault(run.id, [])
+            cuts = {chunk.done, chunk.end}
+            alone = set()
             if run is blamed_run and chunk.done <= blamed_pos < chunk.end:
-                i = blamed_pos - chunk.start
-                if blamed_pos > chunk.done:
-                    back.setdefault(run.id, []).append((chunk.done, chunk.items[offset:i]))
-                if blamed_pos + 1 < chunk.end:
-                    back.setdefault(run.id, []).append((blamed_pos + 1, chunk.items[i + 1:]))
-            elif chunk.done < chunk.end:
-                back.setdefault(run.id, []).append((chunk.done, chunk.items[offset:]))
+                cuts |= {blamed_pos, blamed_pos + 1}
+            if suspects is not None and run is suspects[0]:
+                lo, hi = max(suspects[1], chunk.done), min(suspects[2], chunk.end)
+                alone = set(range(lo, hi))
+                cuts |= alone | {hi}
+            edges = sorted(c for c in cuts if chunk.done <= c <= chunk.end)
+            for a, b in zip(edges, edges[1:]):
+                if a == blamed_pos and run is blamed_run:
+                    continue
+                pieces.append((a, chunk.items[a - chunk.start:b - chunk.start]))
         for run_id, pieces in back.items():
             run = self._runs.get(run_id)
             if run is not None:
@@ -1042,7 +1064,7 @@ class ProgressPool:
         for w in list(self._workers):
             if w.dead or not w.inflight:
                 continue
-            run_id, pos, started = self._backend.slot(w)
+            run_id, pos, started, _ = self._backend.slot(w)
             run = self._runs.get(run_id)
             if run is None or started <= 0.0:
                 continue
