@@ -81,10 +81,13 @@ class ProcessBackend:
         for i in range(opts.workers):
             self.view[i * SLOT_WIDTH + RUN] = -1.0
             self.view[i * SLOT_WIDTH + POS] = -1.0
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        # A notebook's (or `python -c`'s) __main__ cannot be imported by a new worker:
-        # what refers to it is sent by value.
-        self.by_value_main = self.method != "fork" and not (main_file and os.path.isfile(main_file))
+        # A new (non-forked) worker does not rebuild __main__: multiprocessing would
+        # re-run the user's script in every worker (its imports, each respawn, and its
+        # whole body if it lacks an `if __name__ == '__main__':` guard). What refers to
+        # __main__ is sent by value instead (dill), as it must be for a notebook anyway.
+        self.by_value_main = self.method != "fork"
+        if self.by_value_main:
+            _install_main_filter()
         self.init_payload: Optional[bytes] = None
         if opts.initializer is not None:
             try:
@@ -121,7 +124,11 @@ class ProcessBackend:
             with tqdm.get_lock():
                 proc.start()
         else:
-            proc.start()
+            _starting.without_main = True
+            try:
+                proc.start()
+            finally:
+                _starting.without_main = False
         task_r.close()
         result_w.close()
         w.proc = proc  # type: ignore[attr-defined]
@@ -261,6 +268,27 @@ class ProcessBackend:
                 conn.close()
             except OSError:
                 pass
+
+
+_starting = threading.local()
+
+
+def _install_main_filter() -> None:
+    """Make multiprocessing leave __main__ out of what it sends a worker we start."""
+    from multiprocessing import spawn
+    original = spawn.get_preparation_data
+    if getattr(original, "_parallelbar_clone", False):
+        return
+
+    def get_preparation_data(name: str) -> Dict[str, Any]:
+        data = original(name)
+        if getattr(_starting, "without_main", False):
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+        return data
+
+    get_preparation_data._parallelbar_clone = True  # type: ignore[attr-defined]
+    spawn.get_preparation_data = get_preparation_data
 
 
 PIPE_BYTES = 1 << 20

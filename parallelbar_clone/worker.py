@@ -44,6 +44,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sys
 import threading
 import traceback
 from time import monotonic
@@ -187,6 +188,32 @@ def take_inner_failures() -> list:
 
 # --------------------------------------------------------------------------- processes
 
+def adopt_main_names(func: Any) -> None:
+    """Put the globals of a function sent by value from the caller's ``__main__`` into
+    this worker's ``__main__``: a result that is an instance of a class defined there
+    then pickles by name, and comes back as the caller's own class."""
+    main = sys.modules.get("__main__")
+    seen = 0
+    while func is not None and seen < 5:
+        found = getattr(func, "__globals__", None)
+        if isinstance(found, dict) and found.get("__name__") == "__main__" and main is not None \
+                and found is not vars(main):
+            for name, value in found.items():
+                if not name.startswith("__"):
+                    vars(main).setdefault(name, value)
+        func = getattr(func, "func", None) or getattr(func, "__wrapped__", None)
+        seen += 1
+
+
+def _adopt_main_classes(items: List[Any]) -> None:
+    main = sys.modules.get("__main__")
+    if main is None:
+        return
+    for kind in {type(item) for item in items}:
+        if getattr(kind, "__module__", None) == "__main__" and "." not in kind.__qualname__:
+            vars(main).setdefault(kind.__qualname__, kind)
+
+
 def _silence_sigint() -> None:
     """Ctrl-C is the parent's business: it kills us. Workers start with SIGINT
     blocked (the parent's starting thread blocks it), so none slips in before this."""
@@ -261,6 +288,7 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
     if init_payload is not None:
         try:
             initializer, initargs = serialize.loads(init_payload)
+            adopt_main_names(initializer)
             initializer(*initargs)
         except BaseException as exc:
             message("init_error", pack_exception(exc, check_pickle=True))
@@ -292,6 +320,8 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
             except BaseException as exc:
                 message("bad", run_id, start, n, pack_exception(exc, check_pickle=True))
                 continue
+            if items_bytes[:1] == b"D":  # sent by value: their __main__ classes too
+                _adopt_main_classes(items)
             run_chunk(entry[0], run_id, start, items, view, base, entry[1], report, True,
                       entry[2])
             del items
@@ -299,6 +329,7 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
             _, run_id, payload, timing, durations = msg
             try:
                 funcs[run_id] = (loads(payload), timing, durations)
+                adopt_main_names(funcs[run_id][0])
             except BaseException as exc:
                 message("func_error", run_id, pack_exception(exc, check_pickle=True))
         elif kind == "d":
