@@ -53,6 +53,7 @@ class Worker:
         self.seen_done = 0.0
         self.seen_err = 0.0
         self.last_heard = 0.0            # monotonic time of its last message
+        self.chunks_done = 0
 
     def unread(self) -> int:
         return sum(c.nbytes for c in self.inflight if c.done == c.start)

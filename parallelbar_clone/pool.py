@@ -683,8 +683,8 @@ class ProgressPool:
         chunk is measured to be short and is not taking longer than it should."""
         chunk = w.inflight[0]
         per_task = chunk.run.per_task
-        if per_task is None or per_task > PREFETCH_TASK:
-            return False
+        if per_task is None or per_task > PREFETCH_TASK or not w.chunks_done:
+            return False  # (a worker's first chunk may be the one slow task at the head)
         expected = per_task * (chunk.end - chunk.start)
         began = max(chunk.sent_at, w.last_heard)  # the earliest it can have started
         return expected < PREFETCH_SECONDS and monotonic() - began < 2 * expected + 0.001
@@ -804,6 +804,7 @@ class ProgressPool:
         chunk.done = start + n
         if chunk.done >= chunk.end:
             w.inflight.remove(chunk)
+            w.chunks_done += 1
         run = chunk.run
         if run.state != "active":
             return
