@@ -55,7 +55,7 @@ def _arguments(local_vars: Dict[str, Any]) -> Dict[str, Any]:
 def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict) -> Any:
     pool_args = {k: kwargs.pop(k) for k in ("n_cpu", "executor", "context", "initializer",
                                             "initargs", "maxtasksperchild")}
-    opts = Options(**pool_args, **kwargs)  # validate everything before starting anything
+    Options(**pool_args, **kwargs)  # every argument is checked before any process starts
     if not callable(func):
         raise TypeError(f"func must be callable, got {type(func).__name__} {func!r}")
     pool = ProgressPool(**pool_args)
@@ -72,7 +72,6 @@ def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict
             pool.close()
         else:
             pool.terminate()
-        del opts
 
 
 def progress_map(func: Callable[[Any], Any], tasks: Iterable[Any],

@@ -192,6 +192,7 @@ class _Run:
         self.bar_failed = 0
         self.bar_flushed = 0.0
         self.bar_closed = threading.Event()
+        self.ended = threading.Event()       # workers stopped, journal flushed
         self.inner_failures: List[Any] = []
         # retries
         self.attempts: Dict[int, int] = {}
@@ -468,9 +469,13 @@ class ProgressPool:
                 self._bars = BarThread()
             return self._bars
 
-    def _cancel(self, run: _Run) -> None:
+    def _cancel(self, run: _Run, wait: bool = True) -> None:
+        """End a run early; by default wait till its workers are stopped and its
+        journal flushed."""
         self._commands.put(("cancel", run))
         self._backend.wake()
+        if wait and threading.current_thread() is not self._manager:
+            run.ended.wait(10.0)
 
     def _wait_bar(self, run: _Run) -> None:
         if not run.opts.disable:
@@ -925,6 +930,7 @@ class ProgressPool:
         if run.state in ("active", "new"):
             self._end_run(run, "failed")
             run.out.put(("fail", exc))
+        run.ended.set()
 
     def _end_run(self, run: _Run, state: str) -> None:
         cancelled = state == "failed"
@@ -944,6 +950,7 @@ class ProgressPool:
                 run.journal.close()
             except Exception:
                 log.exception("could not flush the checkpoint journal %s", run.opts.checkpoint)
+        run.ended.set()
         self._flush_run_bar(run, monotonic(), force=True)
         if not run.opts.disable:
             self._bar_thread().send(("close", run.id, run.bar_closed))
@@ -1245,7 +1252,7 @@ class ResultIterator:
     def __del__(self) -> None:
         try:
             if not self._done:
-                self._pool._cancel(self._run)
+                self._pool._cancel(self._run, wait=False)
         except Exception:
             pass
 

@@ -1,4 +1,5 @@
 """Checkpoint and resume: kill a real run with SIGKILL, run it again, lose nothing."""
+import itertools
 import os
 import signal
 import subprocess
@@ -9,7 +10,8 @@ from collections import Counter
 import pytest
 
 import tasks
-from parallelbar_clone import (CheckpointMismatchError, SerializationError, load_checkpoint,
+from parallelbar_clone import (CheckpointMismatchError, ProgressPool, SerializationError,
+                               load_checkpoint,
                                progress_imap, progress_map)
 
 HERE = os.path.dirname(__file__)
@@ -138,3 +140,15 @@ def test_checkpoint_with_imap_and_generator(tmp_path):
     again = progress_imap(tasks.times_ten, (x for x in range(300)), checkpoint=path,
                           disable=True)
     assert first == again == [x * 10 for x in range(300)]
+
+
+def test_progress_pool_methods_take_a_checkpoint(tmp_path):
+    path = str(tmp_path / "c.sqlite")
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        it = pool.imap_unordered(tasks.times_ten, range(500), checkpoint=path)
+        first = sorted(itertools.islice(it, 200))  # stop half-way, like a crash
+        it.close()
+        done = load_checkpoint(path)
+        assert 0 < len(done) <= 500 and all(v == k * 10 for k, v in done.results.items())
+        again = pool.map(tasks.times_ten, range(500), checkpoint=path)
+    assert again == [x * 10 for x in range(500)] and len(first) == 200
