@@ -181,6 +181,13 @@ def test_imap_unordered_streams_before_input_ends():
     assert len(got) == 5000
 
 
+def test_pool_starmap_and_context_manager(start_method):
+    with ProgressPool(n_cpu=2, context=start_method, disable=True) as pool:
+        assert pool.starmap(tasks.add, [(x, x) for x in range(20)]) == [2 * x for x in range(20)]
+    with pytest.raises(ValueError, match="closed"):
+        pool.map(tasks.times_ten, range(3))
+
+
 def test_pool_reuse_keeps_workers():
     with ProgressPool(n_cpu=2, disable=True) as pool:
         first = set(pool.map(tasks.pid_of, range(200)))

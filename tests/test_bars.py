@@ -17,13 +17,15 @@ def test_done_and_error_bars(capsys):
     assert isinstance(result[tasks.FAULT_AT], ValueError)
     assert final_counts(err, "DONE") == (19, 20)
     assert final_counts(err, "ERROR") == (1, 20)
+    last_done = [line for line in err.replace("\r", "\n").split("\n") if "DONE" in line][-1]
+    assert "\x1b[33m" in last_done  # a run with failures ends in the warning colour
 
 
 def test_no_error_bar_without_failures(capsys):
     progress_map(tasks.times_ten, range(20), n_cpu=2)
     err = capsys.readouterr().err
     assert final_counts(err, "DONE") == (20, 20)
-    assert "ERROR" not in err
+    assert "ERROR" not in err and "\x1b[33m" not in err
 
 
 def test_two_crashes_counted_live(capsys):
