@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional
 
-from .options import NEW_OPTION_NAMES, NewOptions, Options
+from .options import NEW_OPTION_NAMES, NewOptions, Options, check_func
 from .pool import ProgressPool, _Star
 
 if TYPE_CHECKING:
@@ -56,8 +56,7 @@ def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict
     pool_args = {k: kwargs.pop(k) for k in ("n_cpu", "executor", "context", "initializer",
                                             "initargs", "maxtasksperchild")}
     Options(**pool_args, **kwargs)  # every argument is checked before any process starts
-    if not callable(func):
-        raise TypeError(f"func must be callable, got {type(func).__name__} {func!r}")
+    check_func(func)
     pool = ProgressPool(**pool_args)
     ok = False
     try:
@@ -100,10 +99,7 @@ def progress_starmap(func: Callable[..., Any], tasks: Iterable[Iterable[Any]],
                      return_failed_tasks: bool = False, timeout: Optional[float] = None,
                      **options: Unpack[NewOptions]) -> Any:
     kwargs = _arguments(locals())
-    func = kwargs.pop("func")
-    if not callable(func):
-        raise TypeError(f"func must be callable, got {type(func).__name__} {func!r}")
-    return _run("map", _Star(func), kwargs.pop("tasks"), kwargs)
+    return _run("map", _Star(kwargs.pop("func")), kwargs.pop("tasks"), kwargs)
 
 
 def progress_imap(func: Callable[[Any], Any], tasks: Iterable[Any],

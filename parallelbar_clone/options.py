@@ -19,7 +19,8 @@ try:  # Python 3.8+
 except ImportError:  # pragma: no cover
     TypedDict = dict  # type: ignore[assignment,misc]
 
-__all__ = ["Options", "NewOptions", "parse_memory", "default_context", "default_n_cpu"]
+__all__ = ["Options", "NewOptions", "check_func", "parse_memory", "default_context",
+           "default_n_cpu"]
 
 ERROR_BEHAVIORS = ("raise", "coerce", "ignore")
 EXECUTORS = ("processes", "threads")
@@ -70,6 +71,12 @@ def default_n_cpu() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def check_func(func: Any) -> None:
+    """``func`` must be callable: say what was given."""
+    if not callable(func):
+        raise TypeError(f"func must be callable, got {type(func).__name__} {func!r}")
 
 
 def _check_positive_number(name: str, value: Any, *, allow_none: bool = True) -> None:

@@ -48,7 +48,7 @@ from .errors import (InitializerError, MemoryLimitError, ParallelBarError, Remot
                      RunTimeoutError, SerializationError, TaskTimeoutError, WorkerDiedError,
                      describe_death)
 from .journal import CheckpointMismatchError, Journal
-from .options import Options
+from .options import Options, check_func
 
 log = logging.getLogger("parallelbar_clone")
 
@@ -402,8 +402,7 @@ class ProgressPool:
     def _submit(self, func: Callable[[Any], Any], tasks: Iterable[Any], mode: str,
                 options: Dict[str, Any]) -> _Run:
         opts = self._options.with_call(**options)
-        if not callable(func):
-            raise TypeError(f"func must be callable, got {type(func).__name__} {func!r}")
+        check_func(func)
         try:
             iter(tasks)
         except TypeError:
@@ -1133,6 +1132,7 @@ class _Star:
     __slots__ = ("func",)
 
     def __init__(self, func: Callable[..., Any]) -> None:
+        check_func(func)  # else the wrapper would hide it till each task failed
         self.func = func
 
     def __call__(self, args: Iterable[Any]) -> Any:

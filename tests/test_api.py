@@ -81,6 +81,11 @@ def test_bad_arguments_fail_before_any_process_starts(kwargs, error, words):
 def test_bad_func_and_tasks():
     with pytest.raises(TypeError, match="func must be callable"):
         progress_map(42, range(3))
+    with pytest.raises(TypeError, match="func must be callable, got int 42"):
+        progress_starmap(42, [(1, 2)])
+    with ProgressPool(n_cpu=1, disable=True) as pool:
+        with pytest.raises(TypeError, match="func must be callable"):
+            pool.starmap(42, [(1, 2)])
     with pytest.raises(TypeError, match="tasks must be iterable"):
         progress_map(tasks.times_ten, 42, disable=True)
 
