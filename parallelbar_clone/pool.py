@@ -178,6 +178,7 @@ class _Run:
         self.exhausted = False
         self.finished = 0                    # positions with a final outcome
         self.requeue: Deque[Tuple[int, List[Any]]] = deque()
+        self.parked: Optional[_Chunk] = None  # encoded, waiting for a worker able to take it
         self.out: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self.consumed = 0                    # bumped by the caller thread
         self.cap: Optional[int] = None if mode == "map" else 1024
@@ -315,11 +316,11 @@ class _Run:
             self.requeue.appendleft((pos, [item]))
 
     def has_work(self) -> bool:
-        return bool(self.requeue) or not self.exhausted
+        return self.parked is not None or bool(self.requeue) or not self.exhausted
 
     def complete(self) -> bool:
-        return (self.exhausted and not self.requeue and not self.delayed
-                and self.finished == self.taken)
+        return (self.exhausted and self.parked is None and not self.requeue
+                and not self.delayed and self.finished == self.taken)
 
 
 # ================================================================= the pool
@@ -681,6 +682,31 @@ class ProgressPool:
                     if not any(r.has_work() for r in self._runs.values()):
                         return
 
+    def _next_chunk(self, run: _Run, limit: int) -> Optional[_Chunk]:
+        """Take and encode the run's next chunk; None when it has none to give now.
+        Tasks that cannot be sent are split, then failed one by one, on the way."""
+        while run.state == "active":
+            try:
+                got = run.take(limit)
+            except BaseException as exc:  # the caller's input iterator raised
+                self._fail_run(run, exc)
+                return None
+            while run.resumed_ready and run.state == "active":
+                start, values, failures, items = run.resumed_ready.pop(0)
+                self._deliver(run, start, values, failures, items, resumed=True)
+            if got is None:
+                if run.complete():
+                    self._finish_run(run)
+                return None
+            chunk = _Chunk(run, *got)
+            try:
+                self._backend.encode_chunk(chunk, run)
+            except Exception as exc:
+                self._unsendable(run, chunk, exc)
+                continue
+            return chunk
+        return None
+
     @staticmethod
     def _short(w: Worker) -> bool:
         """May w get its next chunk before it finishes this one? Only if the running
@@ -700,38 +726,27 @@ class ProgressPool:
                 run.release_retries(monotonic())
             if run.state != "active" or not run.has_work():
                 continue
-            try:
-                got = run.take(limit)
-            except BaseException as exc:  # the caller's input iterator raised
-                self._fail_run(run, exc)
-                continue
-            while run.resumed_ready and run.state == "active":
-                start, values, failures, items = run.resumed_ready.pop(0)
-                self._deliver(run, start, values, failures, items, resumed=True)
-            if got is None:
-                if run.complete():
-                    self._finish_run(run)
-                continue
-            start, items = got
-            chunk = _Chunk(run, start, items)
-            try:
-                self._backend.encode_chunk(chunk, run)
-            except Exception as exc:
-                self._unsendable(run, chunk, exc)
-                return True
+            chunk, run.parked = run.parked, None
+            if chunk is not None and len(chunk.items) > limit:  # w is near maxtasksperchild
+                run.requeue.appendleft((chunk.start, chunk.items))
+                chunk = None
+            if chunk is None:
+                chunk = self._next_chunk(run, limit)
+                if chunk is None:
+                    continue
             extra = 0 if run.id in w.runs else len(run.payload or b"")
             idle = w.ready and not w.inflight
             if not idle and w.unread() + chunk.nbytes + extra > PREFETCH_BYTES:
-                run.requeue.appendleft((start, items))  # wait till the worker has read its pipe
+                run.parked = chunk  # for the next worker that can take it, already pickled
                 return False
             if not self._backend.send_chunk(w, chunk, run):
-                run.requeue.appendleft((start, items))
+                run.parked = chunk
                 return False
             chunk.nbytes += extra
             chunk.sent_at = monotonic()
             w.inflight.append(chunk)
             if w.tasks_left is not None:
-                w.tasks_left -= len(items)
+                w.tasks_left -= len(chunk.items)
                 if w.tasks_left <= 0:
                     w.retiring = True
             return True
@@ -936,6 +951,7 @@ class ProgressPool:
         run.state = state
         self._runs.pop(run.id, None)
         run.requeue.clear()
+        run.parked = None
         for w in list(self._workers):
             busy = any(c.run is run for c in w.inflight)
             if cancelled and busy:
