@@ -112,8 +112,7 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
     stride = 1
     where, span = base + POS, base + SPAN
     while pos < end:
-        batch = items[pos - start:pos - start + stride] if stride > 1 or len(items) > 1 \
-            else items
+        batch = items if len(items) == 1 else items[pos - start:pos - start + stride]
         slot[span] = len(batch)
         slot[where] = pos
         for item in batch:
