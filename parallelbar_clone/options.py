@@ -53,15 +53,17 @@ def parse_memory(value: Union[int, str]) -> int:
 def default_context() -> str:
     """The start method used when ``context`` is None.
 
-    ``forkserver`` where it exists (Linux and other POSIX but macOS), like
-    Python 3.14: workers are forked from a small single-threaded server, so a
-    respawn while our bar and manager threads run cannot inherit a held lock
-    (plain ``fork`` can), and it costs a few milliseconds per worker instead of
-    ``spawn``'s fresh interpreter. ``spawn`` on macOS and Windows, as Python does.
+    ``fork`` where it exists, but macOS (so Linux and other POSIX), as
+    multiprocessing's own default there and the published parallelbar: workers
+    see the caller's program as it stood when the pool started. Unlike plain
+    fork, they are forked by the pool's zygote (:mod:`.zygote`), a single-threaded
+    copy of the caller made before any thread of the pool runs, so no lock held
+    by another thread of ours can be inherited. ``spawn`` on macOS and Windows,
+    as Python does.
     """
     methods = multiprocessing.get_all_start_methods()
-    if sys.platform != "darwin" and "forkserver" in methods:
-        return "forkserver"
+    if sys.platform != "darwin" and "fork" in methods:
+        return "fork"
     return "spawn"
 
 
