@@ -5,6 +5,7 @@ from .errors import (InitializerError, MemoryLimitError, ParallelBarError, RunTi
 from .journal import Checkpoint, CheckpointMismatchError, load_checkpoint
 from .options import Options
 from .pool import ProgressPool
+from . import parallelbar, tools, wrappers  # noqa: E402  (published: parallelbar.tools...)
 
 __version__ = "0.1.0"
 
