@@ -3,26 +3,36 @@
 They live at module level in an importable module so that workers started with
 ``spawn`` or ``forkserver`` (and joblib's loky) can import them by name.
 ``run.py`` puts this folder on ``sys.path``; child processes inherit that path.
+
+Every task returns something that differs from its input (checked for every
+workload by :func:`checks.expect`), so a library that skipped the call, or
+returned the task instead of the result, fails the result check.
 """
 from time import perf_counter
 
 from parallelbar_clone.tools import fibonacci
 
-__all__ = ["square", "spin", "fibonacci", "calibrate_spin", "time_call"]
+__all__ = ["invert", "spin", "spin_total", "fibonacci", "calibrate_spin", "time_call"]
 
 
-def square(x):
-    """The trivial task."""
-    return x * x
+def invert(x):
+    """The trivial task: ``~x`` (= -x - 1), never equal to ``x`` and as cheap as
+    ``x*x``; the inverse is the same operation, so a stream can be checked item by item."""
+    return ~x
+
+
+def spin_total(iterations):
+    """What :func:`spin` returns for ``iterations``."""
+    return iterations * (iterations - 1) // 2
 
 
 def spin(iterations):
-    """A CPU-bound busy loop of ``iterations`` additions; returns ``iterations``
-    (a small int, so sending the result back costs nothing)."""
+    """A CPU-bound busy loop of ``iterations`` additions; returns their sum
+    (:func:`spin_total`), a small int, so sending the result back costs nothing."""
     total = 0
     for i in range(iterations):
         total += i
-    return iterations
+    return total
 
 
 def time_call(func, arg):
