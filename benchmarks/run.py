@@ -40,6 +40,7 @@ if HERE not in sys.path:  # so `python -m benchmarks.run` and workers can import
 import bench_tasks  # noqa: E402
 import checkpoint_overhead  # noqa: E402
 import libraries  # noqa: E402
+import pool_measures  # noqa: E402
 from bench_tasks import fibonacci, invert, spin, spin_total  # noqa: E402
 from checks import ResultError, StreamCheck, expect  # noqa: E402
 from harness import (PROBLEMS, CallTimeout, Contender, call_limit, describe,  # noqa: E402
@@ -47,7 +48,8 @@ from harness import (PROBLEMS, CallTimeout, Contender, call_limit, describe,  # 
 from report import (command_line, fmt_ms, fmt_rate, fmt_ratio, fmt_s,  # noqa: E402
                     load_average, machine_lines, md_table, spread)
 
-WORKLOADS = ("startup", "trivial", "cpu", "skewed", "stream", "scaling", "checkpoint")
+WORKLOADS = ("startup", "pool-start", "respawn", "trivial", "cpu", "waiting", "skewed",
+             "stream", "stream-rate", "scaling", "checkpoint")
 
 # Table order of the entries timed in workloads 1-3.
 MAIN_KEYS = ("pool.map", "pool.imap", "ppe.map", "tqdm.process_map", "pb.progress_map",
@@ -518,7 +520,15 @@ def wl_scaling(args: argparse.Namespace, libs: Dict[str, libraries.Lib]) -> str:
             f"({sizes_text}).\n\n" + md_table(head, rows))
 
 
-# ---------------------------------------------------------------- checkpoint
+# ---------------------------------------------------------------- engine measures
+def engine_measure(measure: Callable[[argparse.Namespace], Tuple[str, List[str]]],
+                   args: argparse.Namespace) -> str:
+    """One of pool_measures' sections; its one-line results go to the summary."""
+    text, notes = measure(args)
+    SUMMARY_NOTES.extend(notes)
+    return text
+
+
 def wl_checkpoint(args: argparse.Namespace, libs: Dict[str, libraries.Lib]) -> str:
     text, note = checkpoint_overhead.measure(args.checkpoint_n, args.reps, args.workers,
                                              args.call_timeout)
@@ -574,11 +584,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="only ours and the multiprocessing baselines")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     p.add_argument("--workers", type=int, default=2,
-                   help="workers for every workload but scaling (default 2)")
+                   help="workers for every workload but scaling and respawn (default 2)")
     p.add_argument("--stream-n", type=int, default=None,
                    help="items for the streaming workload (default 2,000,000; --quick 500,000)")
     p.add_argument("--stream-10m", action="store_true",
                    help="stream 10,000,000 items (same as --stream-n 10000000)")
+    p.add_argument("--stream-rate-n", type=int, default=500_000,
+                   help="items of range(N) for the stream-rate workload (default 500,000)")
     p.add_argument("--checkpoint-n", type=int, default=None,
                    help="trivial tasks for the checkpoint workload (default 1,000,000; "
                         "--quick 200,000)")
@@ -599,7 +611,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.stream_n = 500_000 if args.quick else 2_000_000
     if args.checkpoint_n is None:
         args.checkpoint_n = 200_000 if args.quick else 1_000_000
-    if min(args.stream_n, args.checkpoint_n) < 1:
+    if min(args.stream_n, args.stream_rate_n, args.checkpoint_n) < 1:
         p.error("item counts must be at least 1")
     if args.call_timeout is None:
         args.call_timeout = 60.0 if args.quick else 120.0
@@ -639,10 +651,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log("warming up: first calls in this process")
         cold = cold_calls(args, libs)
     runners = {"startup": lambda: wl_startup(args, libs, cold),
+               "pool-start": lambda: engine_measure(pool_measures.pool_start, args),
+               "respawn": lambda: engine_measure(pool_measures.respawn, args),
                "trivial": lambda: wl_trivial(args, libs),
                "cpu": lambda: wl_cpu(args, libs),
+               "waiting": lambda: engine_measure(pool_measures.waiting, args),
                "skewed": lambda: wl_skewed(args, libs),
                "stream": lambda: wl_stream(args, libs),
+               "stream-rate": lambda: engine_measure(pool_measures.stream_rate, args),
                "scaling": lambda: wl_scaling(args, libs),
                "checkpoint": lambda: wl_checkpoint(args, libs)}
     try:
