@@ -11,8 +11,8 @@ ordered calls, duplicates and missing results for unordered ones. A library that
 raises, times out, returns a wrong result or is not installed is reported as
 ``n/a (reason)`` and the run goes on.
 
-    python benchmarks/run.py                  # everything, about 10-12 minutes on 2 cores
-    python benchmarks/run.py --quick          # about 3 minutes
+    python benchmarks/run.py                  # everything: 27 minutes on a busy 2-core VM
+    python benchmarks/run.py --quick          # about 4 minutes
     python benchmarks/run.py --only trivial,skewed --reps 3 --markdown out.md
 
 The output starts with the command, the commit and the machine, and ends with a
@@ -563,9 +563,10 @@ def summary_text() -> str:
     rows = [[row] + [cells.get(key, "") for key, _ in SUMMARY_COLUMNS]
             for row, cells in SUMMARY.items()]
     parts = ["## Summary in the README's layout\n\nMedians of this run, each taken from "
-             "the detailed table of its workload; in the table, ratios are × `Pool.map` "
-             "(lower is faster) except in the skewed row, which is × ideal."]
+             "the detailed table of its workload."]
     if rows:
+        parts[0] += (" In the table, ratios are × `Pool.map` (lower is faster) except in "
+                     "the skewed row, which is × ideal.")
         parts.append(md_table(head, rows, numbers=True))
     parts += [f"- {note}" for note in SUMMARY_NOTES]
     return "\n\n".join(parts)
@@ -575,7 +576,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="fewer repetitions and smaller N (the whole run in about 3 minutes)")
+                   help="fewer repetitions and smaller N (the whole run in about 4 minutes)")
     p.add_argument("--reps", type=int, default=None,
                    help="repetitions per library and workload (default 5, --quick 2)")
     p.add_argument("--only", default="",
