@@ -241,7 +241,8 @@ def wl_startup(args: argparse.Namespace, libs: Dict[str, libraries.Lib],
                      fmt_ratio(value / base) if value and base else "n/a", note])
     summary_row("one call on 10 tasks (start-up)", cases,
                 lambda c: f"{fmt_ms(c.median())} ms")
-    reused = {c.lib.key: c.median() for c in cases if c.lib.key.endswith("reused.map")}
+    reused = {c.lib.key: c.median() for c in cases
+              if c.lib.key in ("ours.reused.map", "pool.map.reused")}
     if reused.get("ours.reused.map") and reused.get("pool.map.reused"):
         SUMMARY_NOTES.append(
             f"A reused pool answers a 10-task call in {fmt_ms(reused['ours.reused.map'])} ms "
