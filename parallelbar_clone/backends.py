@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import select
 import signal
 import sys
 import threading
@@ -118,6 +119,11 @@ class ProcessBackend:
         self._wake_r, self._wake_w = self.ctx.Pipe(duplex=False)
         self._wake_lock = threading.Lock()
         self._wake_pending = False
+        self._poller = select.poll() if hasattr(select, "poll") else None
+        self._polled: set = set()
+        self._wake_fd = self._wake_r.fileno()
+        if self._poller is not None:
+            self._poller.register(self._wake_fd, _POLL_IN)
         self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def function_payload(self, func: Any, force_value: bool = False) -> Any:
@@ -268,24 +274,46 @@ class ProcessBackend:
 
     def wait(self, workers: List[Worker], dying: List[Worker], timeout: float
              ) -> List[Tuple[Worker, Any]]:
-        """Block until a message, a death or a wake-up; return (worker, message|None)."""
-        objects: Dict[Any, Tuple[Worker, bool]] = {}
+        """Block until a message, a death or a wake-up; return (worker, message|None).
+
+        One ``poll`` object lives as long as the pool, its registrations changed only
+        when a worker comes or goes (``multiprocessing.connection.wait`` would build
+        and fill a selector on every call, in the manager's hot loop)."""
+        wanted: Dict[int, Tuple[Worker, bool]] = {}
         for w in workers:
-            objects[w.result_conn] = (w, False)  # type: ignore[attr-defined]
-            objects[w.proc.sentinel] = (w, True)  # type: ignore[attr-defined]
+            wanted[w.result_conn.fileno()] = (w, False)  # type: ignore[attr-defined]
+            wanted[w.proc.sentinel] = (w, True)  # type: ignore[attr-defined]
         for w in dying:
-            objects[w.proc.sentinel] = (w, True)  # type: ignore[attr-defined]
-        ready = mp_connection.wait(list(objects) + [self._wake_r], timeout)
+            wanted[w.proc.sentinel] = (w, True)  # type: ignore[attr-defined]
+        if self._poller is None:
+            objects = {w.result_conn if not s else w.proc.sentinel: (w, s)  # type: ignore
+                       for w, s in wanted.values()}
+            ready = [obj if obj is not self._wake_r else -1 for obj in
+                     mp_connection.wait(list(objects) + [self._wake_r], timeout)]
+            found = [objects[obj] if obj != -1 else None for obj in ready]
+        else:
+            for fd in [fd for fd in self._polled if fd not in wanted]:
+                self._poller.unregister(fd)
+                self._polled.discard(fd)
+            for fd in wanted:
+                if fd not in self._polled:
+                    self._poller.register(fd, _POLL_IN)
+                    self._polled.add(fd)
+            try:
+                hits = self._poller.poll(max(0.0, timeout) * 1000.0)
+            except InterruptedError:
+                hits = []
+            found = [wanted.get(fd) if fd != self._wake_fd else None for fd, _ in hits]
         events: List[Tuple[Worker, Any]] = []
         deaths: List[Tuple[Worker, Any]] = []
-        for obj in ready:
-            if obj is self._wake_r:
+        for entry in found:
+            if entry is None:   # the wake-up pipe
                 with self._wake_lock:
                     while self._wake_r.poll():
                         self._wake_r.recv_bytes()
                     self._wake_pending = False
                 continue
-            w, is_sentinel = objects[obj]
+            w, is_sentinel = entry
             if is_sentinel:
                 deaths.append((w, None))
             else:
@@ -325,6 +353,8 @@ class ProcessBackend:
 
 
 _starting = threading.local()
+_POLL_IN = (getattr(select, "POLLIN", 1) | getattr(select, "POLLHUP", 16)
+            | getattr(select, "POLLERR", 8))
 
 
 def _install_main_filter() -> None:

@@ -43,17 +43,18 @@ class Feeder:
         added = False
         started = monotonic()
         while run.state in ("new", "active"):
+            starving = not run.ready   # the manager may be waiting for this
             if run.requeue:
                 start, items = run.requeue.popleft()
-                added |= self._encode(start, items, front=True)
-                continue
-            if run.exhausted or not run.may_read_ahead():
+                added = self._encode(start, items, front=True)
+            elif run.exhausted or not run.may_read_ahead():
                 break
-            if added and monotonic() - started > PULL_SECONDS:
+            elif added and monotonic() - started > PULL_SECONDS:
                 break   # a slow input: hand over what came, and look at the results
-            added |= self._pull()
-            if added:
-                self.manager.wake()   # the workers need not wait for the whole top-up
+            else:
+                added = self._pull()
+            if added and starving:
+                self.manager.wake()
 
     # -- input ----------------------------------------------------------------------
     def _pull(self) -> bool:
@@ -81,7 +82,7 @@ class Feeder:
             if replaying:
                 self._replay(start, items)
             else:
-                self._encode(start, items)
+                self._encode(start, items, size=len(items))   # sized when pulled
         if ended:
             run.exhausted = True
             self.manager.post("fed", run)
@@ -146,11 +147,13 @@ class Feeder:
                 f"overwrite_checkpoint=True to start afresh, or a new checkpoint path")
 
     # -- encoding -------------------------------------------------------------------
-    def _encode(self, start: int, items: List[Any], front: bool = False) -> bool:
-        """Encode tasks into chunks for ``run.ready``; tasks that cannot be sent fail
-        one by one. ``front``: tasks sent again go before new input."""
+    def _encode(self, start: int, items: List[Any], front: bool = False,
+                size: Optional[int] = None) -> bool:
+        """Encode tasks into chunks (of ``size``, or as the policy says) for
+        ``run.ready``; tasks that cannot be sent fail one by one. ``front``: tasks
+        sent again go before new input."""
         run = self.run
-        size = run.next_size()
+        size = size or run.next_size()
         chunks: List[Chunk] = []
         for offset in range(0, len(items), size):
             part = items[offset:offset + size]

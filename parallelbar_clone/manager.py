@@ -37,8 +37,8 @@ log = logging.getLogger("parallelbar_clone")
 __all__ = ["Manager"]
 
 WINDOW = 2                      # chunks in flight per worker: one running, one queued...
-PREFETCH_SECONDS = 0.05         # ...but only behind a chunk measured to take less than this,
-PREFETCH_TASK = 0.001           # of tasks this short (where a round trip matters), and not
+PREFETCH_SECONDS = 0.25         # ...but only behind a chunk measured to take less than this,
+PREFETCH_TASK = 0.025           # of tasks this short (where a round trip matters), and not
                                 # overdue: work queued behind a slow task waits for it
 PREFETCH_BYTES = 16384          # never fills a pipe: sends can't block
 KILL_GRACE = 0.3                # SIGTERM, then SIGKILL after this long
@@ -90,6 +90,7 @@ class Manager:
         self.startup_deaths = 0
         self.unblamed_deaths = 0
         self.counted_at = 0.0
+        self.wake_at: Optional[float] = None   # in how long a consumer is due a wake
         self.closed = threading.Event()
         self.thread = threading.Thread(target=self._main, name="parallelbar-manager",
                                        daemon=True)
@@ -152,9 +153,21 @@ class Manager:
                 self._release_retries(now)
                 self._check_guards(now)
                 self._flush_bars(now)
+                self._wake_consumers(now)
+
+    def _wake_consumers(self, now: float) -> None:
+        """Results waiting long enough, or input running low: the consumer's turn."""
+        self.wake_at = None
+        for run in self.runs.values():
+            if not run.exhausted and len(run.ready) < 2 * self.wanted and not run.out.event.is_set():
+                run.out.wake()   # it feeds the input: let it top up before workers starve
+                continue
+            later = run.out.wake_if_due(now)
+            if later is not None:
+                self.wake_at = later if self.wake_at is None else min(self.wake_at, later)
 
     def _tick(self) -> float:
-        tick = IDLE_TICK
+        tick = IDLE_TICK if self.wake_at is None else max(0.001, self.wake_at)
         now = monotonic()
         for run in self.runs.values():
             if run.delayed:
@@ -483,7 +496,7 @@ class Manager:
                       failures=final_failures or None, items=failed_items, inner=inner)
         piece.skip = skip or None
         run.bytes_out += piece.nbytes
-        run.out.put(("p", piece))
+        run.out.put(("p", piece), urgent=run.out.items and len(run.out.items) > 64)
         self._maybe_finish(run)
 
     @staticmethod
@@ -528,18 +541,18 @@ class Manager:
         if run.state != "active" or not pieces:
             return
         run.requeue.extend(pieces)
-        run.out.put(("nudge",))
+        run.out.put(("nudge",), urgent=True)
 
     # -- run endings ----------------------------------------------------------------
     def _maybe_finish(self, run: Run) -> None:
         if run.state == "active" and run.complete():
             self._end_run(run, "done")
-            run.out.put(("end",))
+            run.out.put(("end",), urgent=True)
 
     def _fail_run(self, run: Run, error: Any) -> None:
         if run.state in ("active", "new"):
             self._end_run(run, "failed")
-            run.out.put(("fail", error))
+            run.out.put(("fail", error), urgent=True)
         run.ended.set()
 
     def _end_run(self, run: Run, state: str) -> None:

@@ -33,7 +33,7 @@ from .options import Options
 from .outcomes import Failure
 from .schedule import ChunkPolicy, InputPacer, read_ahead_allows
 
-__all__ = ["Run", "Chunk", "Delivered", "Piece", "guess_total"]
+__all__ = ["Run", "Chunk", "Delivered", "Piece", "Outbox", "guess_total"]
 
 
 def guess_total(tasks: Any, total: Optional[int]) -> Optional[int]:
@@ -149,6 +149,60 @@ class Delivered:
         return i < len(self.flags) and bool(self.flags[i])
 
 
+class Outbox:
+    """Pieces and messages from the manager to the consuming thread.
+
+    Waking a thread costs a context switch, and on a machine whose cores all run
+    workers it costs a worker its core: so the manager wakes the consumer at once
+    only for what cannot wait (the end, a failure, tasks to encode again, input
+    running low), and for results at most every ``interval`` seconds; the consumer
+    also looks on its own every ``WAIT`` seconds."""
+
+    __slots__ = ("items", "event", "interval", "woken", "due")
+
+    def __init__(self, interval: float) -> None:
+        self.items: Deque[Any] = deque()
+        self.event = threading.Event()
+        self.interval = interval
+        self.woken = 0.0
+        self.due = False            # results wait for the next wake
+
+    def put(self, message: Any, urgent: bool = False) -> None:
+        self.items.append(message)
+        if urgent:
+            self.wake()
+        else:
+            self.due = True
+
+    def wake(self) -> None:
+        self.due = False
+        self.woken = monotonic()
+        self.event.set()
+
+    def wake_if_due(self, now: float) -> Optional[float]:
+        """Wake the consumer if results waited long enough; else when to look again."""
+        if not self.due:
+            return None
+        if now - self.woken >= self.interval:
+            self.wake()
+            return None
+        return self.woken + self.interval - now
+
+    def get(self, timeout: float) -> Any:
+        """The next message; raises ``queue.Empty`` after ``timeout`` without one."""
+        while True:
+            try:
+                return self.items.popleft()
+            except IndexError:
+                pass
+            if not self.event.wait(timeout):
+                try:
+                    return self.items.popleft()
+                except IndexError:
+                    raise queue.Empty from None
+            self.event.clear()
+
+
 class Run:
     """State of one map/imap call (see the module docstring for who owns what)."""
 
@@ -189,8 +243,8 @@ class Run:
         # -- shared channels
         self.ready: Deque[Chunk] = deque()   # encoded, waiting for a worker
         self.requeue: Deque[Tuple[int, List[Any]]] = deque()   # to encode again, first
-        self.out: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self.wants_nudge = False             # the consumer waits for room to read ahead
+        # results of a whole-list call can wait a little; an iterator's less
+        self.out = Outbox(0.1 if mode == "map" else 0.02)
         # -- the manager's
         self.delivered = Delivered()
         self.finished = 0                    # positions with a final outcome

@@ -7,8 +7,10 @@ on its own (and mutation-tested, ``make mutate``).
   unless ``chunk_size`` is given: the first chunks hold one task (a slow task at
   the head never has others queued behind it), then each aims at
   ``TARGET_CHUNK_SECONDS`` of measured work, growing at most 8-fold per chunk,
-  and shrinking near the end of an input of known length so that the tail is
-  shared by all workers.
+  and shrinking near the end of an input of known length (to ``TAIL_SECONDS``
+  of work) so that the tail is shared by all workers. Chunks of about 0.1 s keep
+  the caller's process quiet: on a machine whose cores all run workers, every
+  message a worker sends costs it its core for a moment.
 - :class:`InputPacer`: how many items to pull from the caller's iterable at once,
   so that pulling from a slow generator hands each item over as it comes instead
   of waiting for a chunk's worth.
@@ -23,8 +25,9 @@ from typing import Optional
 __all__ = ["ChunkPolicy", "InputPacer", "read_ahead_allows", "TARGET_CHUNK_SECONDS",
            "MAX_CHUNK", "READ_AHEAD_BYTES", "READ_AHEAD_SECONDS", "READ_AHEAD_TASKS"]
 
-TARGET_CHUNK_SECONDS = 0.025    # adaptive chunks aim at this much work each...
+TARGET_CHUNK_SECONDS = 0.1      # adaptive chunks aim at this much work each...
 CHUNK_BYTES = 1 << 20           # ...and hold at most about this many bytes of tasks
+TAIL_SECONDS = 0.01             # near the end they shrink, down to this much work
 MAX_CHUNK = 100_000
 GROWTH = 8                      # a chunk is at most this many times the last one
 READ_AHEAD_TASKS = 1024         # tasks read ahead of the consumer, at least...
@@ -36,7 +39,7 @@ PULL_SECONDS = 0.005            # pull from a slow input for about this long at 
 class ChunkPolicy:
     """Chunk sizes for one run (see the module docstring)."""
 
-    __slots__ = ("fixed", "cap", "per_task", "last", "item_bytes")
+    __slots__ = ("fixed", "cap", "per_task", "last", "item_bytes", "_busy", "_tasks")
 
     def __init__(self, fixed: Optional[int] = None, cap: Optional[int] = None) -> None:
         self.fixed = fixed
@@ -44,13 +47,17 @@ class ChunkPolicy:
         self.per_task: Optional[float] = None   # measured seconds per task (EWMA)
         self.item_bytes: Optional[float] = None   # encoded bytes per task (EWMA)
         self.last = 0
+        self._busy = self._tasks = 0.0            # decaying sums behind per_task
 
     def observe(self, n: int, busy: float) -> None:
-        """``n`` tasks took ``busy`` seconds of a worker's time."""
+        """``n`` tasks took ``busy`` seconds of a worker's time. Samples weigh by their
+        task count, so one slow first task (a cold worker) does not outweigh a
+        chunk of twenty, and older samples fade."""
         if n <= 0:
             return
-        sample = max(busy, 0.0) / n
-        self.per_task = sample if self.per_task is None else 0.7 * self.per_task + 0.3 * sample
+        self._busy = 0.7 * self._busy + max(busy, 0.0)
+        self._tasks = 0.7 * self._tasks + n
+        self.per_task = self._busy / self._tasks
 
     def size(self, remaining: Optional[int], workers: int) -> int:
         """The next chunk's size; ``remaining``: tasks not yet taken, if known."""
@@ -61,8 +68,10 @@ class ChunkPolicy:
         else:
             size = int(TARGET_CHUNK_SECONDS / max(self.per_task, 1e-9))
             size = min(size, max(1, self.last) * GROWTH)
-            if remaining is not None:   # keep the tail balanced across workers
-                size = min(size, max(1, remaining // (2 * max(1, workers))))
+            if remaining is not None:   # keep the tail balanced across workers...
+                floor = int(TAIL_SECONDS / max(self.per_task, 1e-9))   # ...in steps this big
+                size = min(size, max(1, min(floor, remaining),
+                                     remaining // (2 * max(1, workers))))
             if self.item_bytes:         # big tasks: a chunk stays a pipe's worth
                 size = min(size, int(CHUNK_BYTES / self.item_bytes))
         size = max(1, min(size, self.cap))
@@ -108,6 +117,8 @@ def read_ahead_allows(pending_tasks: int, held_bytes: int, workers: int, chunk: 
     ``held_bytes``: bytes of tasks sent and of results waiting for the consumer."""
     if held_bytes >= READ_AHEAD_BYTES:
         return False
+    if per_task is None:   # nothing measured yet: a chunk per worker and one queued behind
+        return pending_tasks < 2 * workers * chunk
     floor = max(READ_AHEAD_TASKS, 3 * workers * chunk)   # each worker: one running, one queued, one more
     if per_task is not None and per_task > 0:
         by_time = int(READ_AHEAD_SECONDS * workers / per_task)

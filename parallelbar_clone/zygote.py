@@ -41,7 +41,7 @@ import traceback
 import warnings
 from contextlib import contextmanager
 from multiprocessing import reduction
-from typing import Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 log = logging.getLogger("parallelbar_clone")
 
@@ -66,6 +66,11 @@ class ForkGate:
     is inside, and keeps them out until the fork is done."""
 
     def __init__(self) -> None:
+        self._after_fork()
+        self._working = _Working(self)
+
+    def _after_fork(self) -> None:
+        """(Also in a forked child, where only the forking thread exists.)"""
         self._cond = threading.Condition(threading.Lock())
         self._busy = 0
         self._forking = 0
@@ -80,8 +85,11 @@ class ForkGate:
         with self._cond:
             self._ours.pop(threading.get_ident(), None)
 
-    @contextmanager
-    def working(self) -> Iterator[None]:
+    def working(self) -> "_Working":
+        """``with FORK_GATE.working():`` around a stretch of work of one of our threads."""
+        return self._working
+
+    def _enter(self) -> None:
         me = threading.get_ident()
         with self._cond:
             depth = self._ours.get(me, 0)
@@ -90,15 +98,15 @@ class ForkGate:
                     self._cond.wait()
                 self._busy += 1
             self._ours[me] = depth + 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._ours[me] -= 1
-                if self._ours[me] == 0:
-                    self._busy -= 1
-                    if self._busy == 0:
-                        self._cond.notify_all()
+
+    def _exit(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            self._ours[me] -= 1
+            if self._ours[me] == 0:
+                self._busy -= 1
+                if self._busy == 0 and self._forking:
+                    self._cond.notify_all()
 
     @contextmanager
     def forking(self) -> Iterator[int]:
@@ -118,7 +126,25 @@ class ForkGate:
                 self._cond.notify_all()
 
 
+class _Working:
+    """The context manager :meth:`ForkGate.working` returns (no generator: it runs
+    twice per turn of the manager's loop)."""
+
+    __slots__ = ("gate",)
+
+    def __init__(self, gate: ForkGate) -> None:
+        self.gate = gate
+
+    def __enter__(self) -> None:
+        self.gate._enter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.gate._exit()
+
+
 FORK_GATE = ForkGate()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=FORK_GATE._after_fork)
 
 
 def _os_threads() -> Optional[int]:

@@ -150,7 +150,8 @@ def test_breaking_out_of_an_endless_stream_exits_cleanly(context):
     assert done.returncode == 0, err[-2000:]
     assert "Exception ignored" not in err and "Traceback" not in err, err[-2000:]
     pulled = int(done.stdout.split()[1])
-    assert 100_000 < pulled < 400_000    # read ahead a bounded number, not millions
+    # read ahead: a few chunks per worker (up to 100 000 trivial tasks each), not millions
+    assert 100_000 < pulled < 1_000_000
     assert elapsed < 20                  # it used to take 12 s, or hang at exit
 
 

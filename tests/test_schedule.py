@@ -26,24 +26,31 @@ def test_fixed_chunk_size_is_kept_but_capped():
     assert ChunkPolicy(fixed=10 ** 9).size(None, 2) == schedule.MAX_CHUNK
 
 
-def test_adaptive_chunks_aim_at_25_ms_growing_at_most_8_fold():
+def test_adaptive_chunks_aim_at_100_ms_growing_at_most_8_fold():
     policy = ChunkPolicy()
     policy.observe(10, 0.01)              # 1 ms per task
     policy.took(1)
-    assert policy.size(None, 2) == 8      # 25 tasks wanted, 8x the last chunk of 1
+    assert policy.size(None, 2) == 8      # 100 tasks wanted, 8x the last chunk of 1
     policy.took(8)
-    assert policy.size(None, 2) == 25     # 25 ms / 1 ms
-    policy.took(25)
-    assert policy.size(None, 2) == 25
+    assert policy.size(None, 2) == 64
+    policy.took(64)
+    assert policy.size(None, 2) == 100    # 100 ms / 1 ms
+    policy.took(100)
+    assert policy.size(None, 2) == 100
 
 
-def test_the_tail_is_shared_by_all_workers():
+def test_the_tail_is_shared_by_all_workers_in_steps_of_10_ms():
     policy = ChunkPolicy()
-    policy.observe(1000, 0.001)           # 1 us per task: 25 000 wanted
+    policy.observe(1000, 0.1)             # 100 us per task: 1000 wanted
     policy.took(100_000)
+    assert policy.size(remaining=8000, workers=2) == 1000
     assert policy.size(remaining=1000, workers=2) == 250      # 1000 // (2 * 2)
-    assert policy.size(remaining=3, workers=4) == 1
-    assert policy.size(remaining=None, workers=2) == 25_000
+    assert policy.size(remaining=300, workers=2) == 100       # no less than 10 ms of work
+    assert policy.size(remaining=30, workers=2) == 30         # (or what is left)
+    assert policy.size(remaining=None, workers=2) == 1000
+    slow = ChunkPolicy()
+    slow.observe(1, 1.0)
+    assert slow.size(remaining=3, workers=4) == 1
 
 
 def test_big_tasks_make_small_chunks():
@@ -53,14 +60,19 @@ def test_big_tasks_make_small_chunks():
     assert policy.size(None, 2) == schedule.CHUNK_BYTES // 100_000
 
 
-def test_measurements_are_smoothed():
+def test_measurements_weigh_by_task_count_and_fade():
     policy = ChunkPolicy()
     policy.observe(1, 1.0)
     assert policy.per_task == 1.0
     policy.observe(1, 0.0)
-    assert policy.per_task == pytest.approx(0.7)
+    assert policy.per_task == pytest.approx(0.7 / 1.7)
     policy.observe(0, 5.0)                # nothing ran: no change
-    assert policy.per_task == pytest.approx(0.7)
+    assert policy.per_task == pytest.approx(0.7 / 1.7)
+    cold = ChunkPolicy()
+    cold.observe(1, 0.005)                # a cold worker's first task
+    cold.observe(24, 0.024)               # then a chunk of 1 ms tasks
+    assert cold.per_task == pytest.approx((0.7 * 0.005 + 0.024) / (0.7 + 24))
+    assert cold.per_task < 0.0012
 
 
 # ------------------------------------------------------------------ input pacing
@@ -86,11 +98,16 @@ def test_read_ahead_is_bounded_in_bytes():
 
 def test_read_ahead_is_bounded_in_tasks():
     floor = schedule.READ_AHEAD_TASKS
-    assert read_ahead_allows(floor - 1, 0, 2, 1, None)
-    assert not read_ahead_allows(floor, 0, 2, 1, None)
+    assert read_ahead_allows(floor - 1, 0, 2, 1, 1e-6)
+    assert not read_ahead_allows(floor, 0, 2, 1, 1e-6)
     # every worker keeps a chunk running, one queued and one more
-    assert read_ahead_allows(3 * 2 * 1000 - 1, 0, 2, 1000, None)
-    assert not read_ahead_allows(3 * 2 * 1000, 0, 2, 1000, None)
+    assert read_ahead_allows(3 * 2 * 1000 - 1, 0, 2, 1000, 1e-6)
+    assert not read_ahead_allows(3 * 2 * 1000, 0, 2, 1000, 1e-6)
+
+
+def test_before_anything_is_measured_a_chunk_per_worker_and_one_queued():
+    assert read_ahead_allows(3, 0, 2, 1, None)
+    assert not read_ahead_allows(4, 0, 2, 1, None)
 
 
 def test_read_ahead_is_bounded_in_seconds_of_work():
