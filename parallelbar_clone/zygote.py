@@ -262,6 +262,11 @@ class Zygote:
 
     def __init__(self, target: Callable[..., None], args: tuple) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for stream in (sys.stdout, sys.stderr):   # else what they buffer prints once more
+            try:                                  # from every worker
+                stream.flush()
+            except Exception:
+                pass
         with FORK_GATE.forking() as ours, _quiet_fork_warning(ours):
             pid = os.fork()
             if pid == 0:  # the zygote

@@ -186,7 +186,7 @@ def main():
             outcome = {"result": describe(run(case, context))}
         except Exception as exc:
             outcome = {"raised": [k.__name__ for k in type(exc).__mro__],
-                       "message": str(exc)[:300]}
+                       "message": str(exc)[:2000]}
         sys.stderr.flush()
         outcome["library"] = parallelbar.__name__
         print(f"RESULT {case} {json.dumps(outcome)}", flush=True)
