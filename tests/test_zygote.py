@@ -195,3 +195,15 @@ def test_workers_are_led_by_their_own_process_group():
 
 def _group_and_name(x):
     return os.getpid(), os.getpgid(0), multiprocessing.current_process().name
+
+
+def test_what_the_caller_printed_before_the_pool_prints_once():
+    """The zygote forks with the caller's output buffers: flushed first, else every
+    worker would print them once more when it exits."""
+    code = ("import sys\nsys.path.insert(0, %r)\n"
+            "from parallelbar_clone import progress_map\n"
+            "print('printed once', end='')\n"
+            "progress_map(abs, [-1, 2, -3, 4], n_cpu=2, disable=True)\n"
+            "print()\n") % REPO
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.stdout.decode().count("printed once") == 1, done.stdout
