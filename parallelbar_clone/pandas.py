@@ -39,8 +39,10 @@ only on the number of rows and ``chunk_size``, so a resumed call sees the same o
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 import pickle
 import time
 import traceback
@@ -78,6 +80,16 @@ class _RowsFailed(Exception):
 
     def __reduce__(self) -> Any:
         return (_RowsFailed, (self.values, self.errors))
+
+
+def _plain_items(block: pd.Series) -> Optional[list]:
+    """The block's elements as Series.map passes them, where ``tolist()`` gives exactly
+    those (numpy numbers, bools and objects; pandas' string dtype); else None."""
+    dtype = block.dtype
+    if (isinstance(dtype, np.dtype) and dtype.kind in "biufcO") or (
+            isinstance(dtype, pd.StringDtype)):
+        return block.tolist()
+    return None
 
 
 class _StopBlock(BaseException):
@@ -142,20 +154,28 @@ class _Runner:
     def __name__(self) -> str:  # for the pool's messages: the user's function
         return getattr(self.func, "__name__", type(self.func).__name__)
 
-    def _call(self, item: Any, timed: bool, view: Any, base: int) -> Any:
-        history: List[str] = []
-        while True:
-            try:
-                return self.func(item, *self.args)
-            except BaseException as exc:
-                if len(history) >= self.retries or not isinstance(exc, self.retry_on):
-                    if history:
-                        _note_attempts(exc, history)
-                    raise
-                history.append(f"{type(exc).__name__}: {exc}")
-                time.sleep(self.retry_delay * self.retry_backoff ** (len(history) - 1))
-                if timed:
-                    view[base + START] = monotonic()
+    def _caller(self, timed: bool, view: Any, base: int) -> Callable[[Any], Any]:
+        """``func(item, *args)``, retried as the options say."""
+        func, args = self.func, self.args
+        call = func if not args else (lambda item: func(item, *args))
+        if not self.retries:
+            return call
+
+        def retrying(item: Any) -> Any:
+            history: List[str] = []
+            while True:
+                try:
+                    return call(item)
+                except BaseException as exc:
+                    if len(history) >= self.retries or not isinstance(exc, self.retry_on):
+                        if history:
+                            _note_attempts(exc, history)
+                        raise
+                    history.append(f"{type(exc).__name__}: {exc}")
+                    time.sleep(self.retry_delay * self.retry_backoff ** (len(history) - 1))
+                    if timed:
+                        view[base + START] = monotonic()
+        return retrying
 
     def __call__(self, block: Any) -> List[Any]:
         values: List[Any] = []
@@ -168,40 +188,72 @@ class _Runner:
         view, base = where if where is not None else (None, 0)
         timed = view is not None and bool(view[base + START])
         count = self.count_rows and view is not None
-
-        def one(item: Any) -> None:
-            if timed:
-                view[base + START] = monotonic()  # restart this row's process_timeout
-            try:
-                value = self._call(item, timed, view, base)
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # SystemExit too: it is the row's outcome
-                errors[len(values)] = exc
-                values.append(None)
-                if self.stop_at_first or self.single:
-                    raise _StopBlock() from None
+        call = self._caller(timed, view, base)
+        stop = self.stop_at_first or self.single
+        append = values.append
+        items = _plain_items(block) if self.how == "series" else None
+        if items is not None:
+            # The quick loop: the elements Series.map would pass, without its result
+            # building; the bar's count is written every `stride` rows, a stride that
+            # grows while rows are quick (a write costs as much as a cheap row).
+            pending, stride, last = 0, 1, monotonic()
+            for item in items:
+                if timed:
+                    view[base + START] = monotonic()  # restart this row's process_timeout
+                try:
+                    value = call(item)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # SystemExit too: it is the row's outcome
+                    errors[len(values)] = exc
+                    append(None)
+                    if stop:
+                        break
+                    continue
+                append(value)
+                if count:
+                    pending += 1
+                    if pending >= stride:
+                        view[base + DONE] += pending
+                        pending = 0
+                        now = monotonic()
+                        stride = min(stride * 2, 256) if now - last < 0.001 else max(1, stride // 2)
+                        last = now
+            if pending:
+                view[base + DONE] += pending
+        else:
+            def one(item: Any) -> None:
+                if timed:
+                    view[base + START] = monotonic()  # restart this row's process_timeout
+                try:
+                    value = call(item)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # SystemExit too: it is the row's outcome
+                    errors[len(values)] = exc
+                    append(None)
+                    if stop:
+                        raise _StopBlock() from None
+                    return None
+                if isinstance(value, pd.Series):
+                    value = value.copy(deep=False)  # pandas reuses the row object it passed
+                append(value)
+                if count:
+                    view[base + DONE] += 1
                 return None
-            if isinstance(value, pd.Series):
-                value = value.copy(deep=False)  # pandas reuses the row object it passed
-            values.append(value)
-            if count:
-                view[base + DONE] += 1
-            return None
 
-        try:
-            how = self.how
-            if how == "series":
-                block.map(one)
-            elif how == "rows":
-                block.apply(one, axis=1, raw=self.raw)
-            elif how == "columns":
-                block.apply(one, axis=0, raw=self.raw)
-            else:
-                for group in block:
-                    one(group)
-        except _StopBlock:
-            pass
+            try:
+                if self.how == "series":
+                    block.map(one)
+                elif self.how == "rows":
+                    block.apply(one, axis=1, raw=self.raw)
+                elif self.how == "columns":
+                    block.apply(one, axis=0, raw=self.raw)
+                else:
+                    for group in block:
+                        one(group)
+            except _StopBlock:
+                pass
         if not errors:
             return values
         if self.single:
@@ -367,7 +419,8 @@ def _labelled(exc: BaseException, job: _Job, pos: int) -> BaseException:
 # ---------------------------------------------------------------- results, pandas' own way
 
 class _Replay:
-    """Hands out precomputed values in the order pandas calls its function."""
+    """Hands out the values in the order pandas calls its function, checking each
+    group's length on the way (groupby orders are the subtle ones)."""
 
     def __init__(self, values: Sequence[Any], sizes: Optional[Sequence[int]] = None) -> None:
         self.values = values
@@ -386,6 +439,24 @@ class _Replay:
         if self.calls != len(self.values):
             raise RuntimeError(f"parallelbar_clone.pandas: pandas called the function "
                                f"{self.calls} times, expected {len(self.values)}; please report it")
+
+
+_END = object()
+
+
+class _Sequence:
+    """The values again, through pandas' own call: ``partial(next, it)(x)`` is
+    ``next(it, x)``, a call in C, so replaying costs pandas' loop and little more. A
+    sentinel after the last value tells whether pandas made exactly one call per value."""
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        self._it = iter([*values, _END])
+        self.func = functools.partial(next, self._it)
+
+    def check(self) -> None:
+        if operator.length_hint(self._it) != 1:
+            raise RuntimeError("parallelbar_clone.pandas: pandas did not call the function once "
+                               "per value, as this version expects; please report it")
 
 
 class _Lookup:
@@ -472,8 +543,8 @@ def _series_call(s: pd.Series, func: Callable[..., Any], method: str, na_action:
         positions = np.flatnonzero(s.notna().to_numpy()) if na_action else np.arange(len(s))
         failed[positions[sorted(out.failures)]] = True
         base = s[~failed]
-    replay = _Replay(values)
-    result = own(base, replay)
+    replay = _Sequence(values)
+    result = own(base, replay.func)
     replay.check()
     labels = [work.index[p] for p in sorted(out.failures)]
     return _finish(result, out, opts, labels)
@@ -548,8 +619,8 @@ def _frame_apply(df: pd.DataFrame, func: Callable[..., Any], axis: Any, raw: boo
         result = pd.Series(values)
         result.index = base.index
     else:
-        replay = _Replay(values)
-        result = own(base, replay)
+        replay = _Sequence(values)
+        result = own(base, replay.func)
         replay.check()
     labels = [job.label(p) for p in sorted(out.failures)]
     return _finish(result, out, opts, labels)
