@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-pandas bench clean
+.PHONY: demo test test-pandas bench bench-pandas clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ $(PANDAS_VENV)/.installed: pyproject.toml
 test-pandas: $(PANDAS_VENV)/.installed
 	$(PANDAS_VENV)/bin/python -c 'import pandas; print("pandas", pandas.__version__)'
 	$(PANDAS_VENV)/bin/python -m pytest -q tests/test_pandas.py $(PYTEST_ARGS)
+
+# pandarallel runs with pandas 2 only
+.venv-pandas2/.bench: pyproject.toml
+	$(MAKE) .venv-pandas2/.installed PANDAS=2 PANDAS_VENV=.venv-pandas2
+	.venv-pandas2/bin/python -m pip install -q -e '.[pandas-benchmarks]'
+	touch $@
+
+bench-pandas: .venv-pandas2/.bench
+	.venv-pandas2/bin/python benchmarks/pandas_bench.py $(BENCH_ARGS)
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[benchmarks]'
