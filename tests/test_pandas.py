@@ -5,6 +5,7 @@ Frames have a string index (r0, r1, ...), mixed dtypes, and blocks of 4 rows
 Runs under pandas 2.x and 3.x (``make test-pandas PANDAS=2`` / ``PANDAS=3``); skipped
 where pandas is not installed.
 """
+import json
 import os
 import subprocess
 import sys
@@ -156,6 +157,20 @@ def test_a_bad_row_fails_alone(func, options, error, df):
     assert info.value.index_label == pt.BAD
 
 
+def test_series_rows_with_a_failure_are_pandas_own(df):
+    """A row returning a Series fails: pandas broadcasts the NaN along its row."""
+    def describe_or_raise(row):
+        if row.name == pt.BAD:
+            raise ValueError("no")
+        return pt.describe(row)
+    result = df.pbar.apply(describe_or_raise, axis=1, error_behavior="coerce",
+                           set_error_value=np.nan, **BLOCKS)
+    expected = df.apply(lambda r: np.nan if r.name == pt.BAD else pt.describe(r), axis=1)
+    assert_frame_equal(result, expected)
+    kept = df.pbar.apply(describe_or_raise, axis=1, error_behavior="ignore", **BLOCKS)
+    assert_frame_equal(kept, df.drop(pt.BAD).apply(pt.describe, axis=1))
+
+
 def test_row_error_keeps_its_traceback(df):
     result = df.pbar.apply(pt.raises, axis=1, error_behavior="coerce", **BLOCKS)
     exc = result[pt.BAD]
@@ -250,3 +265,20 @@ def test_bad_arguments_say_what_is_allowed(call, error, words, df):
     with pytest.raises(error, match=words):
         call(df)
 
+
+@pytest.mark.timeout(120)
+def test_pandas_notebook_runs(tmp_path):
+    """The notebook's code, fed to an interpreter as a notebook would run it (its
+    functions defined in a __main__ without a file travel by value)."""
+    with open(os.path.join(HERE, "..", "notebooks", "pandas.ipynb")) as f:
+        notebook = json.load(f)
+    code = "\n\n".join("".join(cell["source"]) for cell in notebook["cells"]
+                       if cell["cell_type"] == "code")
+    assert "n = 10_000\n" in code
+    code = code.replace("n = 10_000\n", "n = 3_000\n")  # the same story, quicker
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    out = done.stdout.decode()
+    assert "failed rows: ['A100123', 'A101777', 'A102042']" in out
+    assert "A102042 TaskTimeoutError" in out and "same result: True" in out
