@@ -384,7 +384,7 @@ def _split_options(options: Dict[str, Any]) -> Tuple[Options, Dict[str, Any], Di
     return opts, pool, call
 
 
-def block_rows(n: int, chunk_size: Optional[int]) -> int:
+def _block_rows(n: int, chunk_size: Optional[int]) -> int:
     """Rows per block: ``chunk_size``, or a size that depends on ``n`` alone (so that a
     resumed checkpointed call cuts the same blocks)."""
     if chunk_size is not None:
@@ -420,7 +420,7 @@ def _execute(job: _Job, opts: Options, pool_args: Dict[str, Any],
     """Run pass 1 (blocks) and pass 2 (single rows of blocks that failed as a whole)."""
     out = _Outcomes(job.n)
     raising = opts.error_behavior == "raise"
-    size = block_rows(job.n, opts.chunk_size)
+    size = _block_rows(job.n, opts.chunk_size)
     count_rows = not opts.used_add_progress_decorator
     runner_args = dict(args=job.args, raw=job.raw, count_rows=count_rows,
                        check_pickle=opts.executor == "processes")
