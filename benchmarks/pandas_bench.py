@@ -164,8 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = list(lineup)
     for workload in [w.strip() for w in args.only.split(",") if w.strip()]:
         expected = lineup[names[0]][workload](df)
-        # ours: the first call in a process also starts the forkserver (it imports pandas
-        # once); measured apart, then every round is a steady-state call
+        # ours: the first call in a process also pays one-time costs (imports in the
+        # workers, the forkserver where that is the start method); measured apart
         first, _ = timed(lineup["ours df.pbar"][workload], df)
         times: Dict[str, List[float]] = {n: [] for n in names}
         problems: Dict[str, str] = {n: lineup[n][workload] for n in names
@@ -204,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             ratio = statistics.median(times["ours df.pbar"]) / statistics.median(
                 times["pandarallel"])
             print(f"\nours / pandarallel: {ratio:.2f}x (below 1: ours is faster)")
-        print(f"ours, first call in the process (starts the forkserver): {first:.3f} s")
+        print(f"ours, first call in the process (one-time costs): {first:.3f} s")
         print(f"1-minute load average before / after: {before} / {load()} (the benchmark "
               f"itself accounts for up to {args.workers + 1})")
     return 0

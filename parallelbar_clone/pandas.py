@@ -323,6 +323,8 @@ class _PackedRow:
 
 
 def _unpacked(values: List[Any]) -> List[Any]:
+    if not any(type(v) is _PackedRow for v in values):
+        return values
     return [v.pack.series(v.i) if type(v) is _PackedRow else v for v in values]
 
 
