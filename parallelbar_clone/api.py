@@ -67,6 +67,10 @@ def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict
                                             "initargs", "maxtasksperchild")}
     Options(**pool_args, **kwargs)  # every argument is checked before any process starts
     check_func(func)
+    if type(tasks).__name__ == "DataFrame" and type(tasks).__module__.startswith("pandas"):
+        warnings.warn("iterating a DataFrame yields its column names, so these are the tasks; "
+                      "for rows use df.pbar.apply(func, axis=1) after "
+                      "`import parallelbar_clone.pandas`", UserWarning, stacklevel=3)
     # The zygote of a 'fork' pool inherits func: no pickling, even of what cannot pickle.
     pool = ProgressPool(**pool_args, _preload=(func,))
     ok = False
