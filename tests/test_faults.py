@@ -5,8 +5,10 @@ the others), the options it needs, and what slot 5 must hold. Healthy results
 must all be delivered, in order; with error_behavior='raise' the same fault is
 raised in the caller, as its own type.
 """
+import os
 import time
 
+import psutil
 import pytest
 
 import tasks
@@ -156,3 +158,65 @@ def test_pool_survives_faults_across_calls(start_method):
         with pytest.raises(ValueError):
             pool.map(tasks.raises, range(N))
         assert pool.map(tasks.times_ten, range(N)) == EXPECTED
+
+
+def test_a_timeout_fills_its_slot_promptly():
+    """The worker is killed within ~20 ms of process_timeout: on a loaded 2-core machine
+    a 0.3 s timeout may take 0.5 s more, not seconds (a check against ten times the
+    limit made it 3 s)."""
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        pool.map(tasks.times_ten, range(4))   # workers up: their start is not timed
+        started = time.monotonic()
+        result = pool.map(tasks.c_hang, [tasks.FAULT_AT], process_timeout=0.3,
+                          error_behavior="coerce")
+        took = time.monotonic() - started
+    assert isinstance(result[0], TaskTimeoutError)
+    assert took < 0.3 + 0.5, f"a 0.3 s timeout took {took:.2f} s"
+
+
+def _exits_at_150_and_350(x):
+    if x in (150, 350):
+        os._exit(3)
+    return x * 10
+
+
+def test_a_death_in_a_batch_of_quick_tasks_fails_only_its_task():
+    """Quick tasks run in batches that mark the worker's slot once per batch, so a death
+    points at a batch: its tasks run again one by one, and only the one that dies again
+    fails (blaming the batch, or its first task, failed innocent tasks)."""
+    result = progress_map(_exits_at_150_and_350, range(400), n_cpu=2, chunk_size=100,
+                          error_behavior="coerce", disable=True)
+    failed = [i for i, r in enumerate(result) if isinstance(r, WorkerDiedError)]
+    assert failed == [150, 350]
+    assert result[150].exitcode == 3 and result[150].task_position == 150
+    assert [r for i, r in enumerate(result) if i not in failed] == \
+        [x * 10 for x in range(400) if x not in failed]
+
+
+def _write_pid_then_ignore_sigterm(path):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    tasks.sigterm_ignoring_hang(0)
+
+
+def _alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_worker_ignoring_sigterm_is_gone_within_a_second(tmp_path):
+    """SIGTERM, then SIGKILL 0.3 s later, while the pool lives on (not only when it
+    closes)."""
+    path = str(tmp_path / "pid")
+    with ProgressPool(n_cpu=1, disable=True) as pool:
+        result = pool.map(_write_pid_then_ignore_sigterm, [path], process_timeout=0.2,
+                          error_behavior="coerce")
+        assert isinstance(result[0], TaskTimeoutError)
+        with open(path) as f:
+            pid = int(f.read())
+        deadline = time.monotonic() + 1.0
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(pid), "the worker outlived SIGTERM by a second"
