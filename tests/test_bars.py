@@ -75,3 +75,20 @@ def test_progress_costs_o_workers_not_o_tasks():
     updates = [e for e in sent if e[0] == "update"]
     assert sum(e[2] for e in updates) == 200_000
     assert len(updates) < 200
+
+
+def _odd_raises(x):
+    if x % 2:
+        raise ValueError(x)
+    return x
+
+
+def test_error_bar_counts_every_failure_of_a_piece(capsys):
+    """Chunks of 50 tasks, half of them failing: every failure counts, not one per piece
+    of results."""
+    result = progress_map(_odd_raises, range(200), n_cpu=2, chunk_size=50,
+                          error_behavior="coerce")
+    assert sum(isinstance(r, ValueError) for r in result) == 100
+    err = capsys.readouterr().err
+    assert final_counts(err, "ERROR") == (100, 200)
+    assert final_counts(err, "DONE") == (100, 200)

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 import tasks
+from test_bars import final_counts
 from parallelbar_clone import (CheckpointMismatchError, ProgressPool, SerializationError,
                                load_checkpoint,
                                progress_imap, progress_map)
@@ -69,17 +70,29 @@ def test_resume_returns_the_full_result_and_reruns_failures(tmp_path, capsys):
     assert [r for i, r in enumerate(again) if i != tasks.FAULT_AT] == \
         [x * 10 for x in range(40) if x != tasks.FAULT_AT]
     assert isinstance(again[tasks.FAULT_AT], ValueError)  # it ran again, and failed again
-    assert "resumed=39" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "resumed=39" in err
+    # the bar opened at the resumed count: 39 resumed, the failed task failed again
+    assert final_counts(err, "DONE") == (39, 40) and final_counts(err, "ERROR") == (1, 40)
 
 
 def test_keep_failures_does_not_rerun_them(tmp_path):
+    """Tasks 1, 5 and 9 fail on their first attempt only, so whether a resumed run ran
+    them again shows: keep_failures=True keeps their journalled errors, the default runs
+    them again (and they succeed)."""
+    flaky = tasks.fails_first_time(str(tmp_path), "raise")
     path = str(tmp_path / "c.sqlite")
-    progress_map(tasks.raises, range(12), checkpoint=path, n_cpu=2, error_behavior="coerce",
-                 disable=True)
-    again, failed = progress_map(tasks.raises, range(12), checkpoint=path, n_cpu=2,
+    first = progress_map(flaky, range(12), checkpoint=path, n_cpu=2, error_behavior="coerce",
+                         disable=True)
+    assert [i for i, r in enumerate(first) if isinstance(r, ConnectionError)] == [1, 5, 9]
+    again, failed = progress_map(flaky, range(12), checkpoint=path, n_cpu=2,
                                  error_behavior="coerce", keep_failures=True, disable=True,
                                  return_failed_tasks=True)
-    assert isinstance(again[tasks.FAULT_AT], ValueError) and failed == [tasks.FAULT_AT]
+    assert [i for i, r in enumerate(again) if isinstance(r, ConnectionError)] == [1, 5, 9]
+    assert failed == [1, 5, 9] and str(again[5]) == "flaky 5"
+    rerun = progress_map(flaky, range(12), checkpoint=path, n_cpu=2, error_behavior="coerce",
+                         disable=True)
+    assert rerun == [x * 10 for x in range(12)]
 
 
 @pytest.mark.parametrize("change,key", [
