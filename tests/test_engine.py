@@ -280,6 +280,21 @@ def test_a_slow_consumer_keeps_memory_flat_whatever_the_item_size(context, func)
     assert peak - before < 80e6, f"parent grew by {(peak - before) / 1e6:.0f} MB"
 
 
+def test_results_waiting_for_a_slow_consumer_count_in_the_byte_bound():
+    """1 MB items that come back as 1 MB results, a consumer slower than the workers:
+    tasks sent and results waiting are some 16 MB in all, so about 17 items are read
+    ahead (without the results in the count, 133 and growing after 200 items)."""
+    pulled = []
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        results = pool.imap(tasks.identity, _big_items(pulled, 1_000_000))
+        for k, r in enumerate(results):
+            time.sleep(0.01)
+            assert len(pulled) - k < 40, f"{len(pulled) - k} items of 1 MB read ahead"
+            if k == 200:
+                break
+        results.close()
+
+
 EXIT_SCRIPT = """
 import sys
 sys.path.insert(0, {here!r})
@@ -336,3 +351,49 @@ def test_respawn_storm_never_lets_a_late_task_succeed(context, count):
                           disable=True)
     assert all(isinstance(r, TaskTimeoutError) for r in result), \
         [i for i, r in enumerate(result) if not isinstance(r, TaskTimeoutError)]
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["imap", "imap_unordered"])
+def test_raise_mode_raises_an_unloadable_result_in_imap_too(plugin, ordered):
+    """A result the caller cannot load is raised in 'raise' mode by the lazy iterators
+    as by map, never yielded as a value."""
+    items = [(plugin, x) for x in range(4)] + [(plugin, "return")] + \
+        [(plugin, x) for x in range(5, 8)]
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        call = pool.imap if ordered else pool.imap_unordered
+        with pytest.raises(SerializationError, match="pb_plugin.PluginResult"):
+            for r in call(tasks.plugin_error, items):
+                assert isinstance(r, int)
+
+
+_ballast = None
+
+
+def _hold_ballast(n_mb):
+    global _ballast
+    _ballast = bytearray(n_mb * 1_000_000)   # written: resident
+
+
+def test_memory_limit_counts_growth_over_the_idle_footprint():
+    """A worker that holds 250 MB before its first task (here from its initializer) may
+    still grow by memory_limit while it runs one: total resident memory is not the
+    measure (that failed every task)."""
+    result = progress_map(tasks.sleep_then, range(6), n_cpu=1, chunk_size=1,
+                          memory_limit="100MB", initializer=_hold_ballast, initargs=(250,),
+                          error_behavior="coerce", disable=True)
+    assert result == list(range(6))
+
+
+def test_a_worker_is_killed_only_for_a_task_that_times_out(busy_caller_thread):
+    """Tasks that finish right at process_timeout: the guard reads what a worker sent
+    and looks again before it kills, so every kill is a task's TaskTimeoutError (a kill
+    for a task whose result was on its way costs a worker and requeues its work)."""
+    kills = []
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        original = pool._backend.kill
+        pool._backend.kill = lambda w: (kills.append(w.pid), original(w))
+        result = pool.map(tasks.sleep_a_hundredth, range(600), process_timeout=0.01,
+                          error_behavior="coerce", chunk_size=1, timeout=120)
+        killed = len(kills)
+    timeouts = sum(isinstance(r, TaskTimeoutError) for r in result)
+    assert killed == timeouts
