@@ -25,8 +25,10 @@ class SlowStream:
             return self.inner.write(text)
 
     def flush(self):
-        with self.lock:
-            self.inner.flush()
+        # No lock: the zygote flushes stderr just before it forks, and a flush that
+        # waited for the write in progress would line the fork up after it, hiding
+        # what this script shows (a fork in the middle of our thread's write).
+        self.inner.flush()
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

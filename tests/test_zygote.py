@@ -54,6 +54,58 @@ def test_zygote_is_forked_while_our_threads_hold_no_lock():
     assert "hung 0 of 15" in run_script("fork_gate_script.py", timeout=180)
 
 
+def test_the_fork_gate_waits_for_our_threads_and_holds_them_while_it_forks():
+    """forking() waits until every thread of ours is out of working(), and keeps them
+    out of it until the fork is done."""
+    import threading
+    from parallelbar_clone.zygote import ForkGate
+    gate = ForkGate()
+    inside, release, go_on, again = (threading.Event() for _ in range(4))
+    log = []
+
+    def ours():
+        gate.register()
+        with gate.working():
+            inside.set()
+            release.wait(5)
+            log.append("work done")
+        go_on.wait(5)                        # now the fork is on: working() must wait
+        again.set()
+        with gate.working():
+            log.append("worked again")
+        gate.unregister()
+
+    thread = threading.Thread(target=ours)
+    thread.start()
+    assert inside.wait(5)
+    forked = threading.Event()
+
+    def fork():
+        with gate.forking() as count:
+            log.append(f"forking, {count} of ours")
+            forked.wait(5)
+        log.append("forked")
+
+    forker = threading.Thread(target=fork)
+    forker.start()
+    time.sleep(0.1)
+    assert log == []                         # our thread is at work: no fork yet
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(log) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log == ["work done", "forking, 1 of ours"]
+    go_on.set()
+    assert again.wait(5)
+    time.sleep(0.1)
+    assert log == ["work done", "forking, 1 of ours"]   # held out while forking
+    forked.set()
+    forker.join(5)
+    thread.join(5)
+    assert log[:2] == ["work done", "forking, 1 of ours"]
+    assert sorted(log[2:]) == ["forked", "worked again"]
+
+
 @pytest.mark.parametrize("notebook", [False, True], ids=["script", "notebook"])
 @pytest.mark.parametrize("context", METHODS)
 def test_functions_defined_or_redefined_while_a_pool_lives(context, notebook):
@@ -99,8 +151,9 @@ def test_unpicklable_function_is_inherited_by_a_one_call_pool():
                      context="spawn")
 
 
-def _start_sleep_then(x, fault):
+def _start_sleep_then(x, fault, folder):
     child = subprocess.Popen(["sleep", "100"])
+    open(os.path.join(folder, str(child.pid)), "w").close()
     if x == 1:
         if fault == "timeout":
             time.sleep(60)
@@ -114,24 +167,37 @@ def _start_sleep_then(x, fault):
     return child.pid
 
 
-def _grandchild_pids():
-    return [p.pid for p in psutil.Process().children(recursive=True)
-            if p.name() == "sleep" and p.status() != psutil.STATUS_ZOMBIE]
+def _alive(folder):
+    """The processes the tasks started (each wrote its pid there) that still run: by
+    pid, since one whose worker died without taking it along is no child of ours."""
+    alive = []
+    for name in os.listdir(folder):
+        try:
+            if psutil.Process(int(name)).status() != psutil.STATUS_ZOMBIE:
+                alive.append(int(name))
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 @pytest.mark.parametrize("fault", ["timeout", "exit", "segfault", "none"])
 @pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_processes_a_task_started_end_with_its_worker(context, fault):
+def test_processes_a_task_started_end_with_its_worker(context, fault, tmp_path):
     import functools
-    func = functools.partial(_start_sleep_then, fault=fault)
-    result = progress_map(func, range(3), n_cpu=2, chunk_size=1, process_timeout=2,
-                          error_behavior="coerce", disable=True, context=context)
-    if fault != "none":
-        assert isinstance(result[1], (TaskTimeoutError, WorkerDiedError))
-    deadline = time.monotonic() + 3
-    while _grandchild_pids() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _grandchild_pids() == []
+    func = functools.partial(_start_sleep_then, fault=fault, folder=str(tmp_path))
+    try:
+        result = progress_map(func, range(3), n_cpu=2, chunk_size=1, process_timeout=2,
+                              error_behavior="coerce", disable=True, context=context)
+        if fault != "none":
+            assert isinstance(result[1], (TaskTimeoutError, WorkerDiedError))
+        assert len(os.listdir(tmp_path)) >= 3      # (each task that ran wrote its pid)
+        deadline = time.monotonic() + 3
+        while _alive(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _alive(tmp_path) == []
+    finally:
+        for pid in _alive(tmp_path):
+            os.kill(pid, signal.SIGKILL)
 
 
 PARENT_SCRIPT = """
