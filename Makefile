@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-pandas bench bench-pandas clean
+.PHONY: demo test test-pandas bench bench-pandas breaks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ $(VENV)/.bench: $(VENV)/.installed
 
 bench: $(VENV)/.bench
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# `make breaks`: one-line breaks of the process-level engine, each against the tests that
+# must catch it (tests/mutation/breaks.py); BREAKS=timeout runs the breaks so named.
+breaks: $(VENV)/.installed
+	$(PY) tests/mutation/breaks.py $(BREAKS_ARGS) $(BREAKS)
 
 clean:
 	rm -rf $(VENV) .venv-pandas* *.egg-info .pytest_cache
