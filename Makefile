@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-pandas bench bench-pandas breaks clean
+.PHONY: demo test test-pandas bench bench-pandas mutate breaks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,10 +48,27 @@ $(VENV)/.bench: $(VENV)/.installed
 bench: $(VENV)/.bench
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
+# `make mutate`: mutmut over the modules of pure logic (setup.cfg, [mutmut]) against their
+# fast tests, in a venv of its own that holds the dependencies but not the package (the
+# tests must import mutmut's mutated copy). MODULES=schedule runs one module;
+# MUTATE_ARGS=--survivors lists what survived. Survivors judged harmless:
+# tests/mutation/survivors.md.
+MUTATE_VENV ?= .venv-mutate
+
+$(MUTATE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(MUTATE_VENV)
+	$(MUTATE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MUTATE_VENV)/bin/python -m pip install -q 'mutmut==3.8.1' 'tqdm>=4.60' 'dill>=0.3.6' \
+		'pytest>=7' 'pytest-timeout>=2.1' 'psutil>=5.8'
+	touch $@
+
+mutate: $(MUTATE_VENV)/.installed
+	$(MUTATE_VENV)/bin/python tests/mutation/mutate.py $(MUTATE_ARGS) $(MODULES)
+
 # `make breaks`: one-line breaks of the process-level engine, each against the tests that
 # must catch it (tests/mutation/breaks.py); BREAKS=timeout runs the breaks so named.
 breaks: $(VENV)/.installed
 	$(PY) tests/mutation/breaks.py $(BREAKS_ARGS) $(BREAKS)
 
 clean:
-	rm -rf $(VENV) .venv-pandas* *.egg-info .pytest_cache
+	rm -rf $(VENV) $(MUTATE_VENV) .venv-pandas* *.egg-info .pytest_cache mutants
