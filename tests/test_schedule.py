@@ -227,3 +227,66 @@ def test_byte_shares_of_a_piece_add_up_exactly():
     cuts = [100, 101, 103, 106, 107]
     assert sum(_share(piece, a, b) for a, b in zip(cuts, cuts[1:])) == 1000
     assert sum(_share(piece, p, p + 1) for p in range(100, 107)) == 1000
+
+
+# ------------------------------------------------------------------ edges of the policy
+
+def test_task_bytes_are_a_moving_average_of_what_was_encoded():
+    policy = ChunkPolicy()
+    policy.took(0, 500)                   # nothing made: nothing learnt
+    policy.took(10, 0)                    # (bytes unknown)
+    assert policy.item_bytes is None and policy.last == 10
+    policy.took(10, 1000)                 # 100 bytes a task
+    assert policy.item_bytes == 100
+    policy.took(1, 200)
+    assert policy.item_bytes == pytest.approx(0.7 * 100 + 0.3 * 200)
+    policy.took(2, 10)
+    assert policy.item_bytes == pytest.approx(0.7 * (0.7 * 100 + 0.3 * 200) + 0.3 * 5)
+    assert policy.last == 2
+
+
+def test_one_task_a_chunk_when_each_is_slower_than_the_tail_step():
+    policy = ChunkPolicy()
+    policy.observe(1, 0.05)               # 50 ms a task: 2 make 100 ms...
+    policy.took(1)
+    assert policy.size(remaining=None, workers=2) == 2
+    assert policy.size(remaining=3, workers=2) == 1       # ...but 3 left for 2 workers
+    assert policy.size(remaining=9, workers=2) == 2       # 9 // 4
+
+
+def test_the_tail_share_is_whole_tasks_per_worker():
+    policy = ChunkPolicy()
+    policy.observe(1000, 0.01)            # 10 us a task: 10 000 wanted, 1 000 a tail step
+    policy.took(100_000)
+    assert policy.size(remaining=4002, workers=1) == 2001  # 4002 // 2, not 2001.0
+    assert policy.size(remaining=4002, workers=0) == 2001  # (no workers counts as one)
+    assert isinstance(policy.size(remaining=4003, workers=1), int)
+
+
+def test_read_ahead_before_measuring_scales_with_the_chunk():
+    assert read_ahead_allows(11, 0, 2, 3, None)            # 2 workers x 2 chunks of 3
+    assert not read_ahead_allows(12, 0, 2, 3, None)
+
+
+def test_read_ahead_by_time_counts_every_worker():
+    # 0.5 s tasks, 4 workers: 2 s of work each is 16 tasks
+    assert read_ahead_allows(15, 0, 4, 1, 0.5)
+    assert not read_ahead_allows(16, 0, 4, 1, 0.5)
+    # slow tasks in chunks of 3: at least two chunks per worker stay in flight
+    assert read_ahead_allows(11, 0, 2, 3, 1.0)
+    assert not read_ahead_allows(12, 0, 2, 3, 1.0)
+
+
+def test_read_ahead_of_tasks_measured_at_zero_seconds():
+    assert read_ahead_allows(schedule.READ_AHEAD_TASKS - 1, 0, 2, 1, 0.0)
+    assert not read_ahead_allows(schedule.READ_AHEAD_TASKS, 0, 2, 1, 0.0)
+
+
+def test_input_measured_at_zero_seconds_is_pulled_a_chunk_at_a_time():
+    pacer = InputPacer()
+    pacer.observe(0, 1.0)                 # nothing pulled: nothing learnt
+    assert pacer.per_item is None
+    pacer.observe(100, 0.0)
+    assert pacer.size(1000) == 1000 and pacer.size(0) == 1
+    pacer.observe(4, 0.04)                # 10 ms an item: slower than PULL_SECONDS
+    assert pacer.size(1000) == 1

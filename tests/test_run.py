@@ -1,0 +1,251 @@
+"""One call's shared state (parallelbar_clone.run), without a pool: how the total is
+guessed, what a chunk and a piece hold, the consumer's outbox, and the read-ahead and
+completion rules the two threads go by. Part of ``make mutate``'s fast set."""
+import queue
+import threading
+import time
+
+import pytest
+
+from parallelbar_clone import schedule
+from parallelbar_clone.options import Options
+from parallelbar_clone.run import Chunk, Delivered, Outbox, Piece, Run, guess_total
+
+
+def square(x):
+    return x * x
+
+
+def make_run(tasks=range(10), mode="map", workers=2, **options):
+    return Run(square, tasks, Options(**options), mode, workers, "square")
+
+
+# ------------------------------------------------------------------ the total
+
+class Hinted:
+    def __init__(self, hint):
+        self.hint = hint
+
+    def __iter__(self):
+        return iter(())
+
+    def __length_hint__(self):
+        return self.hint
+
+
+class BadHint(Hinted):
+    def __length_hint__(self):
+        raise RuntimeError("no hint")
+
+
+def test_the_total_is_given_or_guessed():
+    assert guess_total(range(10), 3) == 3
+    assert guess_total(range(10), 0) == 0
+    assert guess_total([1, 2], None) == 2
+    assert guess_total(iter([1, 2, 3]), None) == 3          # a list iterator's hint
+    assert guess_total(Hinted(5), None) == 5
+    assert guess_total(Hinted(1), None) == 1
+    assert guess_total(Hinted(0), None) is None             # 0: no hint
+    assert guess_total((x for x in range(3)), None) is None
+    assert guess_total(BadHint(5), None) is None
+
+
+# ------------------------------------------------------------------ chunks and pieces
+
+def test_a_chunk_covers_its_positions():
+    run = make_run()
+    chunk = Chunk(run, 7, ["a", "b", "c"])
+    assert chunk.run is run and chunk.items == ["a", "b", "c"]
+    assert (chunk.start, chunk.done, chunk.end) == (7, 7, 10)
+    assert (chunk.nbytes, chunk.payload, chunk.digest, chunk.sent_at) == (0, None, None, 0.0)
+
+
+def test_a_piece_holds_outcomes_of_its_positions():
+    failures = {4: object()}
+    piece = Piece(3, 2, values=[1, None], failures=failures, items={4: "task"}, inner=[9])
+    assert (piece.start, piece.n, piece.values, piece.blob, piece.dilled) == \
+        (3, 2, [1, None], None, False)
+    assert piece.failures is failures and piece.items == {4: "task"} and piece.inner == [9]
+    assert piece.nbytes == 0 and piece.skip is None
+    blob = Piece(0, 1, blob=b"12345", dilled=True)
+    assert blob.blob == b"12345" and blob.dilled is True and blob.nbytes == 5
+    assert blob.values is None and blob.failures is None and blob.items is None
+    assert blob.inner is None
+
+
+# ------------------------------------------------------------------ exactly once
+
+def test_delivered_window_edges():
+    done = Delivered()
+    assert done.claim(0, 0) == [] and done.flags == bytearray()
+    assert done.claim(2, 3) == [(2, 5)]
+    assert done.flags == bytearray(b"\x00\x00\x01\x01\x01")
+    assert done.claim(0, 2) == [(0, 2)] and done.claim(4, 2) == [(5, 6)]
+    assert done.claim(0, 6) == [] and len(done.flags) == 6
+    assert -1 in done and 0 in done and 5 in done and 6 not in done
+    assert done.claim(8, 1) == [(8, 9)] and done.claim(6, 4) == [(6, 8), (9, 10)]
+
+
+def test_delivered_window_moves_only_past_a_long_delivered_prefix():
+    done = Delivered()
+    done.claim(0, 65535)                 # just under the size that is looked at
+    assert done.base == 0 and len(done.flags) == 65535
+    done.claim(65535, 1)                 # 65536 flags, all delivered: the prefix goes
+    assert done.base == 65536 and len(done.flags) == 0
+    assert done.claim(65535, 2) == [(65536, 65537)]
+    assert done.claim(0, 65536) == []    # wholly below the window
+
+
+def test_delivered_window_keeps_a_short_prefix():
+    done = Delivered()
+    done.claim(0, 32767)                 # delivered, but under half the window
+    done.claim(32768, 40000)             # 32767 still out
+    assert done.base == 0 and 32767 not in done
+    done.claim(32767, 1)
+    assert done.base == 72768 and len(done.flags) == 0
+
+
+def test_delivered_window_drops_exactly_half_a_window():
+    done = Delivered()
+    done.claim(0, 32768)
+    done.claim(32769, 40000)             # 32768 still out: the first 32768 may go
+    assert done.base == 32768 and 32768 not in done and 32767 in done
+    assert done.flags[0] == 0 and len(done.flags) == 72769 - 32768
+
+
+# ------------------------------------------------------------------ the outbox
+
+def test_outbox_wakes_at_once_only_for_what_cannot_wait():
+    box = Outbox(0.1)
+    assert (box.interval, box.woken, box.due) == (0.1, 0.0, False)
+    box.put(("p", 1))
+    assert box.due and not box.event.is_set() and list(box.items) == [("p", 1)]
+    box.put(("end",), urgent=True)
+    assert box.event.is_set() and not box.due and box.woken > 0
+    assert box.get(0) == ("p", 1) and box.get(0) == ("end",)
+
+
+def test_outbox_wakes_for_results_at_most_every_interval():
+    box = Outbox(0.5)
+    assert box.wake_if_due(100.0) is None            # nothing waits
+    box.put(("p", 1))
+    box.woken = 100.0
+    assert box.wake_if_due(100.2) == pytest.approx(0.3)
+    assert not box.event.is_set() and box.due
+    assert box.wake_if_due(100.5) is None            # exactly an interval later: now
+    assert box.event.is_set() and not box.due
+
+
+def test_outbox_get_waits_for_a_message():
+    box = Outbox(0.1)
+    with pytest.raises(queue.Empty):
+        box.get(0.01)
+    threading.Timer(0.05, box.put, (("late",), True)).start()
+    started = time.monotonic()
+    assert box.get(5) == ("late",)
+    assert time.monotonic() - started < 2
+    box.items.append(("quiet",))                    # appended without a wake
+    assert box.get(0.01) == ("quiet",)
+
+
+def test_outbox_get_picks_up_a_message_left_at_its_timeout():
+    box = Outbox(0.1)
+    threading.Timer(0.02, box.items.append, (("unannounced",),)).start()
+    assert box.get(0.2) == ("unannounced",)
+
+
+# ------------------------------------------------------------------ a run's state
+
+def test_a_new_run():
+    run = make_run(range(10), "imap", 3, process_timeout=2, chunk_size=4, maxtasksperchild=3)
+    assert (run.func, run.name, run.mode, run.workers, run.total) == \
+        (square, "square", "imap", 3, 10)
+    assert run.state == "new" and run.timing is True and run.deadline is None
+    assert (run.policy.fixed, run.policy.cap) == (4, 3)
+    assert run.safe_source is True and run.out.interval == 0.02
+    assert make_run(mode="map").out.interval == 0.1
+    assert make_run(mode="imapu").out.interval == 0.02
+    assert list(run.source) == list(range(10))
+    assert (run.taken, run.consumed, run.finished, run.resumed, run.resumed_failed) == \
+        (0, 0, 0, 0, 0)
+    assert (run.bytes_sent, run.bytes_taken, run.bytes_done, run.bytes_out) == (0, 0, 0, 0)
+    assert (run.bar_done, run.bar_failed, run.inner_done, run.inner_failed) == (0, 0, 0, 0)
+    assert (run.shown_done, run.shown_failed, run.retried, run.retried_shown) == (0, 0, 0, 0)
+    assert run.bar_flushed == 0.0 and run.exhausted is False and run.input_error is None
+    assert run.payload is None and not run.payload_by_value and not run.items_by_value
+    assert run.journal is None and run.resume == {} and run.verify == {}
+    assert run.verifying is None and run.attempts == {} and run.history == {}
+    assert run.delayed == [] and not run.ready and not run.requeue
+    assert not run.bar_closed.is_set() and not run.ended.is_set()
+    assert make_run().id != make_run().id
+
+
+def test_what_a_run_learns_from_its_options():
+    assert make_run(memory_limit="1MB").timing is True
+    assert make_run().timing is False
+    assert make_run(total=99).total == 99
+    assert make_run(iter([1, 2]), total=None).safe_source is False
+    assert make_run([1, 2]).safe_source and make_run((1, 2)).safe_source
+    before = time.monotonic()
+    run = make_run(timeout=30)
+    assert before + 30 <= run.deadline <= time.monotonic() + 30
+
+
+def test_held_bytes_count_tasks_in_flight_and_results_not_taken():
+    run = make_run()
+    run.bytes_sent, run.bytes_done, run.bytes_out, run.bytes_taken = 1000, 300, 500, 100
+    assert run.held_bytes() == 700 + 400
+
+
+def test_may_read_ahead_by_tasks_bytes_and_chunk():
+    run = make_run(workers=2)
+    assert run.may_read_ahead()                          # nothing read yet
+    run.taken = 3
+    assert run.may_read_ahead()                          # 2 workers x 2 chunks of 1
+    run.taken = 4
+    assert not run.may_read_ahead()
+    run.consumed = 1
+    assert run.may_read_ahead()
+    run.policy.took(5)                                   # chunks of 5 now
+    run.taken = 21
+    assert not run.may_read_ahead() and run.taken - run.consumed == 20
+    run.consumed = 2
+    assert run.may_read_ahead()
+    run.bytes_sent = schedule.READ_AHEAD_BYTES
+    assert not run.may_read_ahead()
+
+
+def test_next_size_knows_what_remains():
+    run = make_run(range(100), workers=2)
+    run.policy.observe(1000, 0.01)                       # 10 us a task
+    run.policy.took(100_000)
+    run.taken = 96
+    assert run.next_size() == 4                          # only 4 left
+    unknown = make_run((x for x in range(100)), workers=2)
+    unknown.policy.observe(1000, 0.01)
+    unknown.policy.took(100_000)
+    unknown.taken = 96
+    assert unknown.next_size() == 10_000
+
+
+def test_a_run_is_complete_when_every_position_has_its_outcome():
+    run = make_run()
+    assert not run.has_work() and not run.complete()
+    run.exhausted, run.taken, run.finished = True, 10, 10
+    assert run.complete()
+    run.finished = 9
+    assert not run.complete()
+    run.finished = 11
+    assert run.complete()
+    run.finished = 10
+    run.ready.append(Chunk(run, 0, [1]))
+    assert run.has_work() and not run.complete()
+    run.ready.clear()
+    run.requeue.append((0, [1]))
+    assert not run.complete()
+    run.requeue.clear()
+    run.delayed.append((0.0, 0, 1))
+    assert not run.complete()
+    run.delayed.clear()
+    run.exhausted = False
+    assert not run.complete()
