@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from parallelbar_clone.errors import ParallelBarError, SerializationError
+from parallelbar_clone.errors import ParallelBarError, RemoteTraceback, SerializationError
 from parallelbar_clone.journal import (COMMIT_TASKS, CheckpointMismatchError, Checkpoint,
                                        Journal, Piece, load_checkpoint)
 
@@ -499,3 +499,424 @@ def test_many_tasks_in_few_pieces(tmp_path):
 def test_piece_dataclass():
     p = Piece(5, [1, 2, 3])
     assert p.end == 8 and p.failures == {} and p.durations is None and p.digest is None
+
+
+# --------------------------------------------------------------------------- task digests
+
+def test_task_digest_is_blake2b_of_the_pickle():
+    import hashlib
+    from parallelbar_clone import serialize
+    from parallelbar_clone.journal import task_digest
+    data = pickle.dumps([1, "a"], serialize.PROTOCOL)
+    assert task_digest([1, "a"]) == hashlib.blake2b(data, digest_size=16).hexdigest()
+    assert len(task_digest([1])) == 32 and task_digest([1]) != task_digest([2])
+    assert task_digest([1], canonical=True) == task_digest([1])
+    assert task_digest([lambda: 0]) is None            # cannot be pickled: no digest
+    assert task_digest([{"a"}], canonical=True) != task_digest([{"a"}])
+
+
+def test_canonical_form_sorts_sets_and_walks_containers():
+    from parallelbar_clone.journal import _canonical
+    p = [pickle.dumps(e, 4) for e in ("a", "b")]
+    assert _canonical({"b", "a"}) == ("<set>", sorted(p))
+    assert _canonical(frozenset({"a", "b"})) == ("<set>", sorted(p))
+    assert _canonical([1, (2, {"a"})]) == [1, (2, ("<set>", [p[0]]))]
+    assert type(_canonical((1, 2))) is tuple and type(_canonical([1])) is list
+    assert _canonical({"k": {"a"}, 1: 2}) == ("<dict>", [("k", ("<set>", [p[0]])), (1, 2)])
+    holder = Custom("x")
+    assert _canonical(holder) is holder and _canonical("s") == "s"
+    nested = _canonical({frozenset({("a", "b")})})
+    assert nested == ("<set>", [pickle.dumps(("<set>", [pickle.dumps(("a", "b"), 4)]), 4)])
+
+
+def test_has_sets_looks_a_few_levels_deep():
+    from parallelbar_clone.journal import has_sets
+
+    class Box:
+        def __init__(self, value):
+            self.value = value
+
+    def nest(depth):
+        obj = {1}
+        for _ in range(depth):
+            obj = [obj]
+        return obj
+    assert has_sets({1}) and has_sets(frozenset()) and not has_sets([1, (2, "s")])
+    assert has_sets((1, {2})) and has_sets([[{1}]])
+    assert has_sets({"k": {1}}) and has_sets({frozenset(): 1}) and not has_sets({"k": [1]})
+    assert has_sets(Box({1})) and has_sets([Box(Box({1}))]) and not has_sets(Box([1]))
+    assert not has_sets(1) and not has_sets("abc") and not has_sets(object())
+    assert has_sets(nest(6)) and not has_sets(nest(7))
+    assert has_sets(nest(2), depth=2) and not has_sets(nest(3), depth=2)
+
+
+# --------------------------------------------------------------------------- adding pieces
+
+def test_add_checks_what_it_is_given(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    with Journal(path, FP) as j:
+        for kwargs in ({}, {"pickled": b"x"}, {"n": 2}):
+            with pytest.raises(ValueError) as info:
+                j.add(0, None, None, **kwargs)
+            assert str(info.value) == "give the values, or their pickle and n"
+        with pytest.raises(ValueError) as info:
+            j.add(0, [1, 2], None, durations=[1.0, 2.0, 3.0])
+        assert str(info.value) == "3 durations for a piece of 2 tasks"
+        with pytest.raises(ValueError) as info:
+            j.add(2, [1, 2, 3], {1: ValueError(), 5: ValueError(), 4: ValueError()})
+        assert str(info.value) == "failure positions [1, 5] lie outside the piece 2..4"
+        with pytest.raises(ValueError) as info:
+            j.add(0, [0], {p: ValueError() for p in range(10, 17)})
+        assert str(info.value) == ("failure positions [10, 11, 12, 13, 14] lie outside the "
+                                   "piece 0..0")
+        assert j.add(7, [], None) == {} and j.pieces() == []
+    with pytest.raises(ValueError) as info:
+        j.add(0, [1], None)
+    assert str(info.value) == f"the checkpoint journal {str(path)!r} is closed"
+    assert repr(j) == f"Journal({str(path)!r}, closed)" and j.closed
+
+
+def test_a_workers_pickle_is_stored_as_it_is(tmp_path):
+    from parallelbar_clone.journal import task_digest
+    path = tmp_path / "cp.sqlite"
+    blob = pickle.dumps([1, "two", None])
+    with Journal(path, FP, commit_interval=1e9) as j:
+        assert repr(j) == f"Journal({str(path)!r}, 0 tasks buffered)"
+        assert j.add(5, None, {7: failed(ValueError("bad"))}, pickled=blob, n=3,
+                     durations=[0.1, 0.2, 0.3], items=["a", "b", "c"]) == {}
+        assert repr(j) == f"Journal({str(path)!r}, 3 tasks buffered)"
+        j.add(8, [9], None, digest="given", items=["ignored"])
+        first, second = j.pieces()
+    assert first.start == 5 and first.values == [1, "two", None]
+    assert str(first.failures[7]) == "bad" and first.durations == [0.1, 0.2, 0.3]
+    assert first.digest == task_digest(["a", "b", "c"]) and second.digest == "given"
+    cp = load_checkpoint(path)
+    assert cp.results == {5: 1, 6: "two", 8: 9} and list(cp.failures) == [7]
+
+
+def test_commits_when_the_buffer_holds_more_than_its_limits(tmp_path, monkeypatch):
+    import parallelbar_clone.journal as journal
+    monkeypatch.setattr(journal, "COMMIT_TASKS", 5)
+    path = tmp_path / "cp.sqlite"
+    with Journal(path, FP, commit_interval=1e9) as j:
+        j.add(0, [0, 1, 2, 3, 4], None)
+        assert len(load_checkpoint(path)) == 0            # 5 is not more than 5
+        j.add(5, [5], None)
+        assert len(load_checkpoint(path)) == 6
+    monkeypatch.setattr(journal, "COMMIT_TASKS", 10 ** 9)
+    path = tmp_path / "bytes.sqlite"
+    with Journal(path, FP, commit_interval=1e9) as j:
+        j.add(0, ["x" * 50], None)
+        size = j._buffered_bytes
+        assert size == len(b"P" + pickle.dumps(["x" * 50], pickle.HIGHEST_PROTOCOL))
+        monkeypatch.setattr(journal, "COMMIT_BYTES", 2 * size)
+        j.add(1, ["x" * 50], {}, durations=None)
+        assert j._buffered_bytes == 2 * size and len(load_checkpoint(path)) == 0
+        j.add(2, [None], {2: ValueError("f")}, durations=[1.0])
+        assert j._buffered_bytes == 0 and len(load_checkpoint(path)) == 3
+
+
+def test_a_background_journal_encodes_and_commits_in_its_own_thread(tmp_path, caplog):
+    from parallelbar_clone.journal import task_digest
+    path = tmp_path / "cp.sqlite"
+    j = Journal(path, FP, commit_interval=0.05, background=True)
+    assert j.add(0, [1, None, make_gen()], {1: failed(ValueError("bad"))},
+                 durations=[0.1, 0.2, 0.3], items=["a", "b", "c"]) == {}
+    deadline = time.monotonic() + 5
+    while len(load_checkpoint(path)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)                                   # committed without a flush call
+    cp = load_checkpoint(path)
+    assert cp.results == {0: 1} and sorted(cp.failures) == [1, 2]
+    assert isinstance(cp.failures[2], SerializationError) and "generator" in str(cp.failures[2])
+    assert cp.durations == {0: 0.1, 1: 0.2, 2: 0.3}
+    assert "results of tasks [2] cannot be stored in the checkpoint journal; they are " \
+           "journalled as failures (run again on resume)" in caplog.text
+    j.add(3, None, None, pickled=pickle.dumps(["w"]), n=1, digest="d")
+    piece = j.pieces()[-1]
+    assert (piece.start, piece.values, piece.digest) == (3, ["w"], "d")
+    assert j.pieces()[0].digest == task_digest(["a", "b", "c"])
+    j.close()
+    assert j.closed and not j._flusher.is_alive()
+    j.close()
+
+
+def test_a_background_journal_commits_early_when_its_buffer_is_full(tmp_path, monkeypatch):
+    import parallelbar_clone.journal as journal
+    monkeypatch.setattr(journal, "COMMIT_TASKS", 3)
+    monkeypatch.setattr(journal, "COMMIT_BYTES", 200)
+    path = tmp_path / "cp.sqlite"
+    with Journal(path, FP, commit_interval=1e9, background=True) as j:
+        j.add(0, [0, 1], None)                 # 2 tasks, 128 bytes counted: not due
+        time.sleep(0.2)
+        assert len(load_checkpoint(path)) == 0
+        assert (j._buffered_tasks, j._buffered_bytes) == (2, 128)
+        j.add(2, None, None, pickled=pickle.dumps([2]), n=1)
+        assert j._buffered_tasks == 3 and j._buffered_bytes == 128 + len(pickle.dumps([2]))
+        time.sleep(0.2)
+        assert len(load_checkpoint(path)) == 0                     # 3 is not more than 3
+        j.add(3, None, None, pickled=b"x" * 100, n=1)              # more than 200 bytes
+        deadline = time.monotonic() + 5
+        while len(load_checkpoint(path)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(load_checkpoint(path)) >= 3
+
+
+def test_a_background_write_error_is_raised_by_the_next_call(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    j = Journal(path, FP, commit_interval=0.01, background=True)
+
+    def broken():
+        raise OSError("disk full")
+    j.flush = broken
+    deadline = time.monotonic() + 5
+    while j._error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(OSError, match="disk full"):
+        j.add(0, [1], None)
+    del j.flush
+    with pytest.raises(OSError, match="disk full"):
+        j.close()
+    j.close()                                  # raised once
+
+
+# --------------------------------------------------------------------------- messages
+
+def test_a_different_run_is_told_what_differs(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    Journal(path, {"a": 1, "b": "x", "c": 1}).close()
+    with pytest.raises(CheckpointMismatchError) as info:
+        Journal(path, {"a": 1, "c": True, "d": None})
+    assert str(info.value) == (
+        f"checkpoint {str(path)!r} was written by a different run; these differ:\n"
+        f"  b: journal has 'x', this run has (absent)\n"
+        f"  c: journal has 1, this run has True\n"
+        f"  d: journal has (absent), this run has None\n"
+        f"Pass overwrite_checkpoint=True to discard it and start afresh, or use another "
+        f"checkpoint path.")
+
+
+def _refusal(path, why):
+    return (f"{str(path)!r} is not a parallelbar_clone checkpoint journal ({why}); refusing to "
+            f"touch it. Use another checkpoint path, or delete the file yourself if it is not "
+            f"needed.")
+
+
+def test_files_that_are_no_journal_are_named_and_described(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    for call in (load_checkpoint, lambda p: Journal(p, FP)):
+        with pytest.raises(CheckpointMismatchError) as info:
+            call(text)
+        assert str(info.value) == _refusal(text, "not an SQLite database")
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_checkpoint(empty)
+    assert str(info.value) == _refusal(empty, "empty file")
+    bare = tmp_path / "bare.sqlite"
+    conn = sqlite3.connect(bare)
+    conn.execute("PRAGMA user_version = 1")     # an SQLite file without tables
+    conn.close()
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_checkpoint(bare)
+    assert str(info.value) == _refusal(bare, "an empty SQLite database")
+    Journal(bare, FP).close()                   # which may become a journal
+    assert load_checkpoint(bare).fingerprint == FP
+    other = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE b (x)")
+    conn.execute("CREATE TABLE a (x)")
+    conn.commit()
+    conn.close()
+    for call in (load_checkpoint, lambda p: Journal(p, FP, overwrite=True)):
+        with pytest.raises(CheckpointMismatchError) as info:
+            call(other)
+        assert str(info.value) == _refusal(other, "an SQLite database with tables: a, b")
+    with pytest.raises(FileNotFoundError) as info:
+        load_checkpoint(tmp_path / "nope.sqlite")
+    assert str(info.value) == f"no checkpoint at {str(tmp_path / 'nope.sqlite')!r}"
+    missing = tmp_path / "no" / "cp.sqlite"
+    with pytest.raises(FileNotFoundError) as info:
+        Journal(missing, FP)
+    assert str(info.value) == (f"cannot create checkpoint {str(missing)!r}: the folder "
+                               f"{str(tmp_path / 'no')!r} does not exist")
+
+
+@pytest.mark.parametrize("change", [
+    "UPDATE meta SET value = '\"someone.else\"' WHERE key = 'application'",
+    "UPDATE meta SET value = '\"1\"' WHERE key = 'schema_version'",
+    "CREATE TABLE extra (x)",
+    "DELETE FROM meta WHERE key = 'schema_version'",
+])
+def test_a_journal_with_damaged_metadata_is_refused(tmp_path, change):
+    path = tmp_path / "cp.sqlite"
+    Journal(path, FP).close()
+    conn = sqlite3.connect(path)
+    conn.execute(change)
+    conn.commit()
+    conn.close()
+    for call in (load_checkpoint, lambda p: Journal(p, FP)):
+        with pytest.raises(CheckpointMismatchError) as info:
+            call(path)
+        assert str(info.value) == _refusal(path, "its metadata or tables are missing or damaged")
+
+
+def test_a_journal_of_another_application_id_is_refused(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    Journal(path, FP).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 7")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == _refusal(path, "an SQLite database with tables: meta, pieces")
+
+
+def test_an_older_schema_version_is_refused_by_name(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    Journal(path, FP).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == (
+        f"checkpoint {str(path)!r} uses journal schema version 0, which this parallelbar_clone "
+        f"(version 1) cannot read. Pass overwrite_checkpoint=True to start afresh.")
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CheckpointMismatchError) as info:
+        Journal(path, FP)
+    assert str(info.value) == (
+        f"checkpoint {str(path)!r} was written by a newer parallelbar_clone (journal schema "
+        f"version 2; this version reads version 1). Upgrade parallelbar_clone to resume it, or "
+        f"pass overwrite_checkpoint=True to start afresh.")
+
+
+def test_a_new_journal_says_what_it_is(tmp_path):
+    from parallelbar_clone.journal import APPLICATION_ID
+    path = tmp_path / "cp.sqlite"
+    Journal(path, FP).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID == 0x50424A4C
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    conn.close()
+    assert meta["application"] == '"parallelbar_clone.journal"'
+    assert meta["schema_version"] == "1" and meta["fingerprint"].startswith('{"code": "abc123"')
+    cp = load_checkpoint(path)
+    assert cp.created.tzinfo is not None and cp.created.utcoffset().total_seconds() == 0
+
+
+# --------------------------------------------------------------------------- loading back
+
+def test_values_only_dill_can_store_and_one_that_fails_to_load(tmp_path, monkeypatch):
+    from parallelbar_clone import serialize
+    path = tmp_path / "cp.sqlite"
+
+    class Local:                   # pickle cannot find it by name: stored by dill
+        def __init__(self, v):
+            self.v = v
+    with Journal(path, FP) as j:
+        assert j.add(0, [1, Local(2), None, Local(4)], None) == {}
+    cp = load_checkpoint(path)
+    assert cp.results[0] == 1 and cp.results[1].v == 2 and cp.results[2] is None
+    original = serialize.loads
+
+    def refuse(data):
+        value = original(data)
+        if getattr(value, "v", None) == 4:
+            raise RuntimeError("not today")
+        return value
+    monkeypatch.setattr(serialize, "loads", refuse)
+    cp = load_checkpoint(path)
+    assert cp.results[1].v == 2 and sorted(cp.results) == [0, 1, 2] and list(cp.failures) == [3]
+    err = cp.failures[3]
+    assert str(err) == ("the result of task 3 is in the checkpoint journal but could not be "
+                        "loaded back (RuntimeError: not today)")
+    assert err.traceback == f"parallelbar_clone.errors.SerializationError: {err}\n"
+
+
+def test_a_workers_blob_with_values_dill_carried(tmp_path):
+    from parallelbar_clone import serialize
+    path = tmp_path / "cp.sqlite"
+    blob = pickle.dumps([serialize.Dilled(serialize.dill_dumps(lambda: 5)), 2,
+                         serialize.Dilled(b"broken")])
+    with Journal(path, FP) as j:
+        j.add(10, None, None, pickled=blob, n=3)
+    cp = load_checkpoint(path)
+    assert cp.results[10]() == 5 and cp.results[11] == 2 and list(cp.failures) == [12]
+    assert str(cp.failures[12]).startswith(
+        "the result of task 12 is in the checkpoint journal but could not be loaded back (")
+
+
+def test_a_value_too_big_for_a_blob_fails_alone(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    with Journal(path, FP) as j:
+        j._max_blob = 1000
+        errors = j.add(0, ["x" * 5000], None)
+    err = errors[0]
+    size = len(b"P" + pickle.dumps(["x" * 5000], pickle.HIGHEST_PROTOCOL))
+    assert str(err) == (f"the result of task 0, of type str, is too large to store in the "
+                        f"checkpoint journal ({size} bytes pickled)")
+    assert err.traceback == f"parallelbar_clone.errors.SerializationError: {err}\n"
+    cp = load_checkpoint(path)
+    assert cp.results == {} and str(cp.failures[0]) == str(err)
+
+
+def test_failures_as_journalled(tmp_path):
+    from parallelbar_clone.outcomes import Failure, pack_exception
+    path = tmp_path / "cp.sqlite"
+    try:
+        raise Custom("from a worker")
+    except Custom as exc:
+        record = Failure.from_worker(pack_exception(exc))
+    no_tb = KeyError("k")
+    empty_tb = failed(ValueError("v"), "")
+    two = failed(TwoArgs(1, 2), "tb text, no Traceback header\n")
+    with Journal(path, FP) as j:
+        j.add(0, [None] * 4, {0: record, 1: no_tb, 2: empty_tb, 3: two})
+    cp = load_checkpoint(path)
+    assert type(cp.failures[0]) is Custom and cp.failures[0].traceback == record.tb
+    assert isinstance(cp.failures[0].__cause__, RemoteTraceback)
+    assert cp.failures[1].traceback == "KeyError: 'k'\n" and cp.failures[1].__cause__ is None
+    assert cp.failures[2].traceback == "ValueError: v\n"
+    err = cp.failures[3]
+    assert str(err).startswith(f"the task raised {__name__}.TwoArgs: '1/2', which cannot be "
+                               f"stored in the checkpoint journal (TypeError: ")
+    assert err.traceback == "tb text, no Traceback header\n" and err.__cause__ is None
+
+
+def test_a_journalled_failure_that_is_no_exception(tmp_path):
+    from parallelbar_clone import serialize
+    from parallelbar_clone.journal import _restore_failure
+    pos, exc = _restore_failure((4, serialize.dumps(5), "Traceback (x)\n", "int", "5"))
+    assert pos == 4 and str(exc) == ("the task raised int: '5', which could not be loaded back "
+                                     "from the checkpoint journal (TypeError: found int, not an "
+                                     "exception)")
+    assert exc.traceback == "Traceback (x)\n" and exc.__cause__.tb == "Traceback (x)\n"
+    pos, exc = _restore_failure((5, b"P\x80broken", "tb", "m.E", "t"))
+    assert str(exc).startswith("the task raised m.E: 't', which could not be loaded back from "
+                               "the checkpoint journal (")
+
+
+def test_merging_pieces_keeps_the_latest_outcome():
+    from parallelbar_clone.journal import _merge
+    results, failures, durations = {0: "a", 5: "keep"}, {1: KeyError(), 9: KeyError()}, {0: 1.0}
+    _merge(Piece(0, ["new", "b"], {}, [2.0, 3.0]), results, failures, durations)
+    assert results == {0: "new", 1: "b", 5: "keep"} and list(failures) == [9]
+    assert durations == {0: 2.0, 1: 3.0}
+    _merge(Piece(1, [None], {1: ValueError("x")}), results, failures, durations)
+    assert 1 not in results and str(failures[1]) == "x" and durations == {0: 2.0}
+    failures = {2: KeyError(), 3: KeyError(), 4: KeyError()}
+    _merge(Piece(3, ["c", "d", "e"]), results, failures, durations)   # fewer failures than n
+    assert list(failures) == [2] and results[3] == "c"
+    failures = {3: KeyError()}
+    _merge(Piece(3, ["c"]), results, failures, {})                    # as many as n
+    assert failures == {}
+    failures = {2: KeyError(), 5: KeyError()}
+    _merge(Piece(3, ["c", "d"]), results, failures, {})               # none inside
+    assert sorted(failures) == [2, 5]
