@@ -30,6 +30,8 @@ def test_a_remote_traceback_prints_below_its_exception():
     assert str(remote) == "\nTraceback (most recent call last):\n  File \"x.py\", line 1\n" \
                           "ValueError: no"
     assert str(RemoteTraceback("\n\nkept above\n")) == "\n\n\nkept above"
+    assert str(RemoteTraceback("ends in spaces  \n")) == "\nends in spaces  "
+    assert str(RemoteTraceback("ends in X\n")) == "\nends in X"
 
 
 def test_what_each_error_carries():

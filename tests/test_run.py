@@ -105,6 +105,31 @@ def test_delivered_window_keeps_a_short_prefix():
     assert done.base == 72768 and len(done.flags) == 0
 
 
+def test_delivered_window_after_it_moved():
+    done = Delivered()
+    done.claim(0, 65536)
+    assert done.base == 65536
+    done.claim(65540, 2)
+    assert done.claim(65535, 8) == [(65536, 65540), (65542, 65543)]   # absolute positions
+    done.claim(65544, 1)
+    assert done.claim(65543, 1) == [(65543, 65544)]
+
+
+def test_delivered_window_moves_only_up_to_its_first_gap():
+    done = Delivered()
+    done.claim(0, 40000)
+    done.claim(40001, 19999)             # 40000 still out
+    done.claim(60001, 10000)             # and 60000: the window may move to 40000 only
+    assert done.base == 40000 and 40000 not in done and 60000 not in done
+    assert done.claim(40000, 1) == [(40000, 40001)]
+
+
+def test_delivered_finds_a_delivered_position_anywhere_in_the_range():
+    done = Delivered()
+    done.claim(1, 1)
+    assert done.claim(0, 3) == [(0, 1), (2, 3)]
+
+
 def test_delivered_window_drops_exactly_half_a_window():
     done = Delivered()
     done.claim(0, 32768)
@@ -157,7 +182,10 @@ def test_outbox_get_picks_up_a_message_left_at_its_timeout():
 # ------------------------------------------------------------------ a run's state
 
 def test_a_new_run():
+    from parallelbar_clone.schedule import InputPacer
     run = make_run(range(10), "imap", 3, process_timeout=2, chunk_size=4, maxtasksperchild=3)
+    assert run.opts.process_timeout == 2 and isinstance(run.pacer, InputPacer)
+    assert isinstance(run.delivered, Delivered) and run.pacer.per_item is None
     assert (run.func, run.name, run.mode, run.workers, run.total) == \
         (square, "square", "imap", 3, 10)
     assert run.state == "new" and run.timing is True and run.deadline is None
@@ -213,6 +241,12 @@ def test_may_read_ahead_by_tasks_bytes_and_chunk():
     assert run.may_read_ahead()
     run.bytes_sent = schedule.READ_AHEAD_BYTES
     assert not run.may_read_ahead()
+    timed = make_run(workers=2)
+    timed.policy.observe(1, 1.0)                         # 1 s tasks: 2 s of work each
+    timed.taken = 3
+    assert timed.may_read_ahead()
+    timed.taken = 4
+    assert not timed.may_read_ahead()
 
 
 def test_next_size_knows_what_remains():

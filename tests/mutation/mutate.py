@@ -61,8 +61,8 @@ def diff(sources, key):
     mutant = sources.get(name)
     if original is None or mutant is None:
         return "    (source not found)"
-    lines = difflib.unified_diff(original.splitlines()[1:], mutant.splitlines()[1:],
-                                 lineterm="", n=0)
+    mutant = mutant.replace(name, name.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", 1)
+    lines = difflib.unified_diff(original.splitlines(), mutant.splitlines(), lineterm="", n=0)
     return "\n".join("    " + line for line in lines
                      if not line.startswith(("---", "+++", "@@")))
 
