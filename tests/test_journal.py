@@ -920,3 +920,31 @@ def test_merging_pieces_keeps_the_latest_outcome():
     failures = {2: KeyError(), 5: KeyError()}
     _merge(Piece(3, ["c", "d"]), results, failures, {})               # none inside
     assert sorted(failures) == [2, 5]
+
+
+def test_journal_defaults_and_its_thread(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    j = Journal(path, FP)
+    assert j.commit_interval == 0.25 and j._flusher is None and j.wal is True
+    limit = j._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    assert j._max_blob == min(limit, 10 ** 9) - 1024     # room for the row's other fields
+    created = j.created
+    j.close()
+    again = Journal(path, dict(FP))                       # reopened: its birth is kept
+    assert again.created == created and created.tzinfo is not None
+    again.close()
+    background = Journal(tmp_path / "bg.sqlite", FP, background=True)
+    thread = background._flusher
+    assert thread.name == "parallelbar-journal" and thread.daemon and thread.is_alive()
+    background.close()
+    assert not thread.is_alive()
+
+
+def test_overwriting_gives_the_old_journals_space_back(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    with Journal(path, FP) as j:
+        j.add(0, [os.urandom(1000) for _ in range(3000)], None)
+    big = os.path.getsize(path)
+    assert big > 3_000_000
+    Journal(path, FP, overwrite=True).close()
+    assert os.path.getsize(path) < big / 10
