@@ -948,3 +948,150 @@ def test_overwriting_gives_the_old_journals_space_back(tmp_path):
     assert big > 3_000_000
     Journal(path, FP, overwrite=True).close()
     assert os.path.getsize(path) < big / 10
+
+
+@pytest.mark.xfail(strict=True, reason="a worker's pickled piece too big for one SQLite blob "
+                   "is journalled as None values (its values are not loaded to be split)")
+def test_a_workers_pickle_too_big_for_one_blob_keeps_its_values(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    with Journal(path, FP) as j:
+        j._max_blob = 30
+        j.add(0, None, None, pickled=pickle.dumps(["a" * 20, "b" * 20]), n=2)
+    cp = load_checkpoint(path)
+    assert cp.results == {0: "a" * 20, 1: "b" * 20} or sorted(cp.failures) == [0, 1]
+
+
+def test_an_unstorable_value_is_named_with_both_reasons(tmp_path):
+    from parallelbar_clone import serialize
+    path = tmp_path / "cp.sqlite"
+    gen = make_gen()
+    with Journal(path, FP) as j:
+        errors = j.add(20, [1, gen], None)
+    reasons = []
+    for dump in (lambda v: pickle.dumps(v, serialize.PROTOCOL), serialize.dill_dumps):
+        try:
+            dump(gen)
+        except Exception as exc:
+            reasons.append(f"{type(exc).__name__}: {exc}")
+    err = errors[21]
+    assert str(err) == (f"the result of task 21, of type generator, cannot be stored in the "
+                        f"checkpoint journal (pickle: {reasons[0]}; dill: {reasons[1]})")
+    assert err.traceback == f"parallelbar_clone.errors.SerializationError: {err}\n"
+    assert str(load_checkpoint(path).failures[21]) == str(err)
+
+
+def test_exception_text_even_when_str_fails():
+    from parallelbar_clone.journal import _exc_text
+
+    class BadStr(Exception):
+        def __str__(self):
+            raise RuntimeError("no")
+    assert _exc_text(ValueError("v")) == "v" and _exc_text(BadStr()) == "<str() failed>"
+
+
+def test_an_empty_database_of_another_application_and_a_meta_table_of_another_shape(tmp_path):
+    foreign = tmp_path / "foreign.sqlite"
+    conn = sqlite3.connect(foreign)
+    conn.execute("PRAGMA application_id = 7")
+    conn.close()
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_checkpoint(foreign)
+    assert str(info.value) == _refusal(foreign, "an SQLite database with tables: none")
+    path = tmp_path / "cp.sqlite"
+    Journal(path, FP).close()
+    conn = sqlite3.connect(path)
+    conn.executescript("DROP TABLE meta; CREATE TABLE meta (x);")
+    conn.close()
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == _refusal(path, "its metadata or tables are missing or damaged")
+
+
+def test_merging_at_the_edges_of_a_piece():
+    from parallelbar_clone.journal import _merge
+    results, failures = {}, {3: KeyError(), 5: KeyError()}
+    _merge(Piece(3, ["c", "d"]), results, failures, {})      # 3 is its first position
+    assert sorted(failures) == [5] and results == {3: "c", 4: "d"}
+    failures = {2: KeyError(), 5: KeyError()}
+    _merge(Piece(3, ["c", "d", "e", "f"]), results, failures, {})   # 2 and 7: outside
+    assert sorted(failures) == [2] and results[5] == "e"
+    failures = {7: KeyError()}
+    _merge(Piece(5, ["x", "y"]), results, failures, {})      # 7 is one past its end
+    assert sorted(failures) == [7]
+    _merge(Piece(9, [None], {9: ValueError("new")}), results, failures, {})
+    assert 9 not in results and str(failures[9]) == "new"
+
+
+def test_has_sets_depth_through_dicts_and_objects():
+    from parallelbar_clone.journal import has_sets
+
+    class Box:
+        def __init__(self, value):
+            self.value = value
+
+    def in_dicts(depth):
+        obj = {1}
+        for _ in range(depth):
+            obj = {"k": obj}
+        return obj
+
+    def in_boxes(depth):
+        obj = {1}
+        for _ in range(depth):
+            obj = Box(obj)
+        return obj
+    assert has_sets(in_dicts(6)) and not has_sets(in_dicts(7))
+    assert has_sets({frozenset(): 1}, depth=1) and not has_sets({"k": [frozenset()]}, depth=1)
+    assert has_sets({(1, frozenset()): 1}, depth=2) and not has_sets({(1, frozenset()): 1}, 1)
+    assert has_sets({"k": (1, {2})}, depth=2) and not has_sets({"k": (1, {2})}, depth=1)
+    assert has_sets(in_boxes(3)) and not has_sets(in_boxes(4))   # each box: 2 levels
+
+
+def test_a_piece_split_in_two_keeps_each_outcome_in_its_half(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    values = [f"v{i}" * 50 for i in range(4)]
+    with Journal(path, FP) as j:
+        j._max_blob = 300
+        j.add(0, values[:2] + [None] + values[3:], {2: ValueError("half")},
+              durations=[1.0, 2.0, 3.0, 4.0])
+        j.add(10, values, None)
+        first, second, third, fourth = j.pieces()
+    assert (first.start, second.start) == (0, 2) and first.failures == {}
+    assert list(second.failures) == [2] and second.values == [None, values[3]]
+    assert first.durations == [1.0, 2.0] and second.durations == [3.0, 4.0]
+    assert third.durations is None and (third.start, fourth.start) == (10, 12)
+
+
+def test_a_piece_exactly_at_the_blob_limit_stays_whole(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    values = [f"v{i}" * 50 for i in range(4)]
+    size = len(b"P" + pickle.dumps(values, pickle.HIGHEST_PROTOCOL))
+    with Journal(path, FP) as j:
+        j._max_blob = size
+        j.add(0, values, None)
+        j._max_blob = size + 1
+        j.add(0, None, None, pickled=pickle.dumps(values, pickle.HIGHEST_PROTOCOL), n=4)
+        assert [len(p.values) for p in j.pieces()] == [4, 4]
+        j._max_blob = size - 1
+        j.add(0, values, None)
+        assert [len(p.values) for p in j.pieces()] == [4, 4, 2, 2]
+
+
+def test_reading_a_journal_in_a_read_only_folder(tmp_path, monkeypatch):
+    import parallelbar_clone.journal as journal
+    path = tmp_path / "cp.sqlite"
+    with Journal(path, FP) as j:
+        j.add(0, [7], None)
+    original, calls = journal._read, []
+
+    def read(where, flags):
+        calls.append(flags)
+        if flags == "?mode=ro":          # as when SQLite cannot make its shared-memory file
+            raise sqlite3.OperationalError("unable to open database file")
+        return original(where, flags)
+    monkeypatch.setattr(journal, "_read", read)
+    assert load_checkpoint(path).results == {0: 7}        # read as the file stands
+    assert calls == ["?mode=ro", "?mode=ro&immutable=1"]
+    (tmp_path / "cp.sqlite-wal").write_bytes(b"")          # a writer may be active: refuse
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        load_checkpoint(path)
