@@ -45,14 +45,20 @@ def busy_caller_thread():
 def test_every_task_is_delivered_once_at_its_deadline(context, count, busy_caller_thread):
     """Tasks that finish right at process_timeout: each slot gets its value or its
     TaskTimeoutError, never both, never neither (a double delivery showed as
-    'RunTimeoutError (604 of 600 tasks done)', a missing one as a hang)."""
-    sent = []
+    'RunTimeoutError (604 of 600 tasks done)', a missing one as a hang). And a worker
+    is killed only for a task that gets its TaskTimeoutError: the guard reads what a
+    worker sent and looks again before it kills (a kill for a task whose result was on
+    its way costs a worker and sends its queued tasks elsewhere for nothing)."""
+    sent, kills = [], []
     with ProgressPool(n_cpu=2, context=context) as pool:
         bars = pool._bar_thread()
         original = bars.send
         bars.send = lambda event: (sent.append(event), original(event))
+        kill = pool._backend.kill
+        pool._backend.kill = lambda w: (kills.append(w.pid), kill(w))
         result = pool.map(tasks.sleep_a_hundredth, range(count), process_timeout=0.01,
                           error_behavior="coerce", chunk_size=1, timeout=120)
+        killed = len(kills)   # (closing the pool kills the workers too)
     assert len(result) == count
     for i, r in enumerate(result):
         assert r == i or isinstance(r, TaskTimeoutError), (i, r)
@@ -60,6 +66,7 @@ def test_every_task_is_delivered_once_at_its_deadline(context, count, busy_calle
     done, failed = sum(e[2] for e in updates), sum(e[3] for e in updates)
     timeouts = sum(isinstance(r, TaskTimeoutError) for r in result)
     assert (done, failed) == (count - timeouts, timeouts)
+    assert killed == timeouts
 
 
 @pytest.fixture
@@ -278,6 +285,110 @@ def test_a_slow_consumer_keeps_memory_flat_whatever_the_item_size(context, func)
                 assert len(pulled) - k < 400
         results.close()
     assert peak - before < 80e6, f"parent grew by {(peak - before) / 1e6:.0f} MB"
+
+
+def test_results_waiting_for_a_slow_consumer_count_in_the_byte_bound():
+    """1 MB items that come back as 1 MB results, a consumer slower than the workers:
+    tasks sent and results waiting are some 16 MB in all, so about 17 items are read
+    ahead (without the results in the count, 133 and growing after 200 items)."""
+    pulled = []
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        results = pool.imap(tasks.identity, _big_items(pulled, 1_000_000))
+        for k, r in enumerate(results):
+            time.sleep(0.01)
+            assert len(pulled) - k < 40, f"{len(pulled) - k} items of 1 MB read ahead"
+            if k == 200:
+                break
+        results.close()
+
+
+EXIT_SCRIPT = """
+import sys
+sys.path.insert(0, {here!r})
+import tasks
+from parallelbar_clone import progress_map
+progress_map(tasks.exits_zero, range(8), n_cpu=2, context={context!r}, disable=True)
+print("not reached")
+"""
+
+
+@pytest.mark.parametrize("context", METHODS)
+def test_sys_exit_in_a_task_is_a_visible_failure(context):
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT.format(here=HERE, context=context)],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 1 and b"not reached" not in done.stdout
+    assert b"TaskExitError" in done.stderr and b"sys.exit(0)" in done.stderr
+    coerced = progress_map(tasks.exits_zero, range(8), n_cpu=2, context=context,
+                           error_behavior="coerce", disable=True)
+    assert isinstance(coerced[3], TaskExitError) and coerced[3].code == 0
+    assert [r for i, r in enumerate(coerced) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
+
+
+def test_memory_limit_says_what_it_measured():
+    result = progress_map(tasks.hold_then_grow, range(2), n_cpu=1, chunk_size=1,
+                          memory_limit="400MB", error_behavior="coerce", disable=True)
+    assert result[0] == 0
+    err = result[1]
+    assert isinstance(err, MemoryLimitError) and err.limit == 400_000_000
+    text = str(err)
+    assert "while running task 1" in text and "memory_limit=400 MB" in text
+    added = int(text.split("about ")[1].split(" MB")[0])
+    assert 60 <= added <= 200, text      # what task 1 added (150 MB), not all 450
+    assert "stayed from earlier tasks" in text
+
+
+def test_a_damaged_checkpoint_is_refused_by_name(tmp_path):
+    path = tmp_path / "damaged.sqlite"
+    progress_map(tasks.times_ten, range(3000), checkpoint=str(path), n_cpu=2, disable=True)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = os.urandom(4096)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointMismatchError, match="damaged.sqlite"):
+        progress_map(tasks.times_ten, range(3000), checkpoint=str(path), n_cpu=2, disable=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("context,count", [("fork", 300), ("spawn", 60)])
+def test_respawn_storm_never_lets_a_late_task_succeed(context, count):
+    """Every 50 ms task must time out at 1 ms, also while replacement workers start
+    (deadlines used to go unchecked then, and a task or two came back a success)."""
+    result = progress_map(tasks.sleep_then, range(count), n_cpu=2, chunk_size=1,
+                          process_timeout=0.001, error_behavior="coerce", context=context,
+                          disable=True)
+    assert all(isinstance(r, TaskTimeoutError) for r in result), \
+        [i for i, r in enumerate(result) if not isinstance(r, TaskTimeoutError)]
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["imap", "imap_unordered"])
+def test_raise_mode_raises_an_unloadable_result_in_imap_too(plugin, ordered):
+    """A result the caller cannot load is raised in 'raise' mode by the lazy iterators
+    as by map, never yielded as a value."""
+    items = [(plugin, x) for x in range(4)] + [(plugin, "return")] + \
+        [(plugin, x) for x in range(5, 8)]
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        call = pool.imap if ordered else pool.imap_unordered
+        with pytest.raises(SerializationError, match="pb_plugin.PluginResult"):
+            for r in call(tasks.plugin_error, items):
+                assert isinstance(r, int)
+
+
+_ballast = None
+
+
+def _hold_ballast(n_mb):
+    global _ballast
+    _ballast = bytearray(n_mb * 1_000_000)   # written: resident
+
+
+def test_memory_limit_counts_growth_over_the_idle_footprint():
+    """A worker that holds 250 MB before its first task (here from its initializer) may
+    still grow by memory_limit while it runs one: total resident memory is not the
+    measure (that failed every task)."""
+    result = progress_map(tasks.sleep_then, range(6), n_cpu=1, chunk_size=1,
+                          memory_limit="100MB", initializer=_hold_ballast, initargs=(250,),
+                          error_behavior="coerce", disable=True)
+    assert result == list(range(6))
 
 
 def test_results_waiting_for_a_slow_consumer_count_in_the_byte_bound():
