@@ -47,10 +47,11 @@ def functions(module):
     ``f`` is ``f__mutmut_orig``, its mutants ``f__mutmut_1``...)."""
     path = ROOT / "mutants" / PACKAGE / f"{module}.py"
     text = path.read_text()
+    lines = text.splitlines()
     found = {}
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            found[node.name] = ast.get_source_segment(text, node)
+            found[node.name] = "\n".join(lines[node.lineno - 1:node.end_lineno])
     return found
 
 
