@@ -169,7 +169,7 @@ class Outbox:
 
     def put(self, message: Any, urgent: bool = False) -> None:
         self.items.append(message)
-        if urgent:
+        if urgent or not self.interval:
             self.wake()
         else:
             self.due = True
@@ -243,8 +243,8 @@ class Run:
         # -- shared channels
         self.ready: Deque[Chunk] = deque()   # encoded, waiting for a worker
         self.requeue: Deque[Tuple[int, List[Any]]] = deque()   # to encode again, first
-        # results of a whole-list call can wait a little; an iterator's less
-        self.out = Outbox(0.1 if mode == "map" else 0.02)
+        # results of a whole-list call can wait a little; an iterator's cannot
+        self.out = Outbox(0.1 if mode == "map" else 0.0)
         # -- the manager's
         self.delivered = Delivered()
         self.finished = 0                    # positions with a final outcome
