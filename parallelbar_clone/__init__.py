@@ -5,6 +5,7 @@ from .errors import (InitializerError, MemoryLimitError, ParallelBarError, RunTi
 from .journal import Checkpoint, CheckpointMismatchError, load_checkpoint
 from .options import Options
 from .pool import ProgressPool
+from .summary import RunSummary
 
 __version__ = "0.1.0"
 
@@ -12,5 +13,5 @@ __all__ = [
     "progress_map", "progress_starmap", "progress_imap", "progress_imapu", "ProgressPool",
     "Options", "ParallelBarError", "TaskTimeoutError", "MemoryLimitError", "WorkerDiedError",
     "InitializerError", "SerializationError", "RunTimeoutError", "CheckpointMismatchError",
-    "Checkpoint", "load_checkpoint",
+    "Checkpoint", "load_checkpoint", "RunSummary",
 ]
