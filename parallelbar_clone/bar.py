@@ -98,7 +98,7 @@ def bar_format(label: str, total: Optional[int], *, width: int, bar_width: Optio
     """
     head = f"{label + ':':<{width + 1}} ".replace("{", "{{").replace("}", "}}")
     if not total:
-        return head + "{n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+        return head + "{n_fmt}{unit} [{elapsed}, {rate_fmt}{postfix}]"
     bar = "{bar}" if bar_width is None else f"{{bar:{bar_width}}}"
     times = "[{elapsed}<{remaining}, {rate_fmt}{postfix}]" if eta else "[{elapsed}, {rate_fmt}{postfix}]"
     return (head + "{pct:3d}%|" + bar + f"| {{n_fmt:>{len(str(total))}}}/{{total_fmt}} "

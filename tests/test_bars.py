@@ -169,4 +169,4 @@ def test_unknown_total_both_bars_count(capsys):
     progress_map(tasks.raises, (i for i in range(20)), n_cpu=2, error_behavior="coerce")
     shown = screen(capsys.readouterr().err)
     assert [line.split(":")[0] for line in shown] == ["DONE", "ERROR"], shown
-    assert re.match(r"DONE:\s+19 \[", shown[0]) and re.match(r"ERROR:\s+1 \[", shown[1])
+    assert re.match(r"DONE:\s+19it \[", shown[0]) and re.match(r"ERROR:\s+1it \[", shown[1])
