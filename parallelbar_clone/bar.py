@@ -58,7 +58,7 @@ ERROR_LABEL = "ERROR"
 TEXT_BAR_WIDTH = 25       # the bar of the notebook text form, in characters
 MIN_BAR_WIDTH = 10        # the terminal's bar never gets narrower (tqdm's own default)
 MAX_BAR_WIDTH = 50
-RIGHT_RESERVE = 24        # room kept right of the counts for times, rate and postfix
+RIGHT_RESERVE = 32        # room kept right of the counts for times and rate (and postfix)
 
 _hint_shown = False
 
@@ -220,7 +220,8 @@ class _Bars:
         self.notes: List[str] = []
 
 
-def _terminal_bar_width(label_width: int, total: Optional[int]) -> Optional[int]:
+def _terminal_bar_width(label_width: int, total: Optional[int],
+                        postfix: Optional[str] = None) -> Optional[int]:
     """The bar width for a terminal of today's width; tqdm's 10 when not a terminal."""
     stream = sys.stderr
     try:
@@ -231,7 +232,7 @@ def _terminal_bar_width(label_width: int, total: Optional[int]) -> Optional[int]
         return MIN_BAR_WIDTH
     columns = shutil.get_terminal_size().columns
     counts = 2 * len(str(total or 0)) + 1
-    room = columns - (label_width + 2) - 5 - 2 - counts - RIGHT_RESERVE
+    room = columns - (label_width + 2) - 5 - 2 - counts - RIGHT_RESERVE - len(postfix or "")
     return max(MIN_BAR_WIDTH, min(MAX_BAR_WIDTH, room))
 
 
@@ -322,7 +323,7 @@ class BarThread:
                                                          bar_width=bar_width),
                                    file=_Discard(), ascii=False, **kwargs)
         else:
-            bar_width = _terminal_bar_width(label_width, total)
+            bar_width = _terminal_bar_width(label_width, total, postfix)
             done = classes["terminal"](bar_format=bar_format(desc, total, width=label_width,
                                                              bar_width=bar_width),
                                        file=sys.stderr, **kwargs)
@@ -399,9 +400,15 @@ def _hidden(cls: type, **kwargs: Any) -> Any:
 
 
 def _align_widget(bar: Any) -> None:
-    """Give the label of a widget bar a fixed width so DONE's and ERROR's bars line up."""
+    """Fixed widths for the label and the bar of a widget, so that DONE's and ERROR's
+    bars start and end at the same place whatever the text beside them."""
     try:
-        bar.container.children[0].layout.width = "7.5em"
-        bar.container.children[0].layout.flex = "none"
+        label, progress, counts = bar.container.children
+        label.layout.width = "7.5em"
+        label.layout.flex = "none"
+        if bar.total:
+            progress.layout.flex = "1 1 auto"
+            counts.layout.min_width = "24em"    # '9999/9999 [00:00<00:00, 999.99it/s]' fits
+            counts.layout.flex = "none"
     except Exception:
         pass
