@@ -91,8 +91,21 @@ print(sum(isinstance(r, ValueError) for r in progress_map(f, range(30), n_cpu=2,
 """
 
 
+SUMMARY_UNDER_BARS = """
+import threading
+from parallelbar_clone.bar import BarThread
+
+bars, closed = BarThread(), threading.Event()
+for event in [("open", 1, 10, "DONE", 0, None), ("update", 1, 8, 2, None),
+              ("summary", 1, "2 of 10 tasks failed: ValueError 2"), ("close", 1, closed)]:
+    bars.send(event)
+closed.wait(10)
+bars.stop()
+"""
+
+
 def test_bars_without_ipywidgets_are_text_jupyter_can_draw(tmp_path):
-    cells = [HIDE_IPYWIDGETS, RUN_WITH_FAILURES, RUN_WITH_FAILURES]
+    cells = [HIDE_IPYWIDGETS, RUN_WITH_FAILURES, RUN_WITH_FAILURES, SUMMARY_UNDER_BARS]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     execute.run(notebook, str(tmp_path))
     from parallelbar_clone.bar import WIDGETS_HINT
@@ -101,9 +114,11 @@ def test_bars_without_ipywidgets_are_text_jupyter_can_draw(tmp_path):
     assert stream_text(notebook, "stdout") == "2\n2\n"
     shown = displayed_text(notebook)
     assert shown.count(WIDGETS_HINT) == 1             # once per kernel
-    for cell in notebook.cells[1:]:                   # each bar redrawn in place: one output
+    for cell in notebook.cells[1:3]:                  # each bar redrawn in place: one output
         lines = [o.data["text/plain"] for o in cell.outputs if o.output_type == "display_data"
                  and o.data["text/plain"] != WIDGETS_HINT]
         assert [line.split(":")[0] for line in lines] == ["DONE", "ERROR"], lines
         assert re.search(r"\b28/30\b", lines[0]) and re.search(r"\b2/30\b", lines[1])
         assert not any("\x1b[A" in line or "\r" in line for line in lines)
+    summary_cell = [o.data["text/plain"].split(":")[0] for o in notebook.cells[3].outputs]
+    assert summary_cell == ["DONE", "ERROR", "2 of 10 tasks failed"]
