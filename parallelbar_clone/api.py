@@ -182,7 +182,7 @@ def _document_pool(cls: type) -> None:
     for name in ("map", "starmap", "imap", "imap_unordered"):
         method = getattr(cls, name)
         method.__doc__ = inspect.cleandoc(method.__doc__ or "") + "\n\n" + _POOL_EXTRA[name]
-    cls._parameters_documented = True
+    cls._parameters_documented = True  # type: ignore[attr-defined]
 
 
 _document_pool(ProgressPool)
