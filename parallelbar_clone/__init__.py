@@ -6,6 +6,7 @@ from .journal import Checkpoint, CheckpointMismatchError, load_checkpoint
 from .options import Options
 from .pool import ProgressPool
 from .summary import RunSummary
+from . import parallelbar, tools, wrappers  # noqa: E402  (published: parallelbar.tools...)
 
 __version__ = "0.1.0"
 

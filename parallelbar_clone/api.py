@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import textwrap
 from dataclasses import fields
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional
 
 from .options import (NEW_OPTION_NAMES, POOL_FIELDS, NewOptions, Options, check_func,
@@ -55,10 +56,19 @@ def _doc(summary: str, order: str) -> str:
                        new_names=", ".join(f"``{n}``" for n in new))
 
 
+# Options of parallelbar 1.x that its README still shows (2.x refuses them): accepted, unused.
+_RETIRED = ("core_progress", "bar_step")
+
+
 def _arguments(local_vars: Dict[str, Any]) -> Dict[str, Any]:
     """The call's arguments as one dict; unknown keyword options are refused by name."""
     kwargs = dict(local_vars)
     extra = kwargs.pop("options")
+    for name in _RETIRED:
+        if name in extra:
+            del extra[name]
+            warnings.warn(f"{name}= is ignored: it was removed from parallelbar in 2.0",
+                          DeprecationWarning, stacklevel=3)
     unknown = sorted(set(extra) - NEW_OPTION_NAMES)
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}; the options "
@@ -72,7 +82,8 @@ def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict
                                             "initargs", "maxtasksperchild")}
     Options(**pool_args, **kwargs)  # every argument is checked before any process starts
     check_func(func)
-    pool = ProgressPool(**pool_args)
+    # The zygote of a 'fork' pool inherits func: no pickling, even of what cannot pickle.
+    pool = ProgressPool(**pool_args, _preload=(func,))
     ok = False
     try:
         if mode == "map":

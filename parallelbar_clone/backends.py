@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import signal
 import sys
 import threading
 from collections import deque
@@ -25,8 +26,10 @@ except ImportError:  # Windows
 from . import serialize
 from .errors import SerializationError
 from .options import Options
+from .serialize import MainRefs
 from .worker import (DONE, ERR, POS, RUN, SLOT_WIDTH, SPAN, START, Abandoned, ThreadSlot,
-                     process_main, thread_main)
+                     WorkerSetup, main_info, process_main, thread_main, zygote_main)
+from .zygote import Zygote, ZygoteChild
 
 
 def _func_name(func: Any) -> str:
@@ -50,58 +53,79 @@ class Worker:
         self.baseline_rss = 0
         self.killed_at: Optional[float] = None
         self.pid: Optional[int] = None
-        self.seen_done = 0.0
-        self.seen_err = 0.0
+        self.reported_done = 0           # add_progress counts it sent with results
+        self.reported_err = 0
         self.last_heard = 0.0            # monotonic time of its last message
         self.chunks_done = 0
+        self.slot_free = False           # its status slot was given back
 
     def unread(self) -> int:
         return sum(c.nbytes for c in self.inflight if c.done == c.start)
 
 
 class ProcessBackend:
-    """Workers are processes; one task pipe and one result pipe each."""
+    """Workers are processes; one task pipe and one result pipe each.
 
-    def __init__(self, opts: Options) -> None:
+    With ``context='fork'`` (the default on Linux) every worker is forked by the
+    pool's zygote (:mod:`.zygote`), a copy of the caller's process made when the
+    pool starts. With ``'spawn'`` or ``'forkserver'``, multiprocessing starts them
+    and each imports the caller's main script, as ``multiprocessing.Pool`` does.
+    """
+
+    def __init__(self, opts: Options, preload: Tuple[Any, ...] = ()) -> None:
         import multiprocessing
         self.method = opts.start_method
-        self.ctx = multiprocessing.get_context(self.method)
-        if self.method == "forkserver":
-            try:
-                self.ctx.set_forkserver_preload(["parallelbar_clone.worker"])
-            except Exception:
-                pass
-        if self.method == "fork":
-            # A forked child inherits every lock as it is at that instant, including a
-            # module lock held by a thread of ours that is importing that module. Import now,
-            # before any fork, what a worker may import later (dill, for the fallback).
-            import dill  # noqa: F401
-            import tqdm.auto  # noqa: F401
-        self.slots = self.ctx.RawArray("d", opts.workers * SLOT_WIDTH)
+        self.ctx = multiprocessing.get_context("spawn" if self.method == "fork"
+                                               else self.method)
+        self.slots_count = 2 * opts.workers   # a dying worker's slot is not reused at once
+        self.slots = self.ctx.RawArray("d", self.slots_count * SLOT_WIDTH)
         self.view = memoryview(self.slots).cast("B").cast("d")
-        for i in range(opts.workers):
+        for i in range(self.slots_count):
             self.view[i * SLOT_WIDTH + RUN] = -1.0
             self.view[i * SLOT_WIDTH + POS] = -1.0
-        # A new (non-forked) worker does not rebuild __main__: multiprocessing would
-        # re-run the user's script in every worker (its imports, each respawn, and its
-        # whole body if it lacks an `if __name__ == '__main__':` guard). What refers to
-        # __main__ is sent by value instead (dill), as it must be for a notebook anyway.
-        self.by_value_main = self.method != "fork"
-        if self.by_value_main:
-            _install_main_filter()
-        self.init_payload: Optional[bytes] = None
-        if opts.initializer is not None:
-            try:
-                self.init_payload = serialize.dumps((opts.initializer, opts.initargs),
-                                                    by_value_main=self.by_value_main)
-            except Exception as exc:
-                raise SerializationError(
-                    f"initializer {_func_name(opts.initializer)} or its initargs cannot be sent "
-                    f"to a worker process: {exc}") from exc
+        self.zygote: Optional[Zygote] = None
+        self._preloaded: Dict[int, Any] = {}
+        if self.method == "fork":
+            # Fork semantics without fork's danger: one fork now, from the caller's thread,
+            # before any thread of this pool runs; that copy forks every worker.
+            self.main = MainRefs("snapshot")
+            self._preloaded = {i: f for i, f in enumerate(preload)}
+            setup = WorkerSetup(init=(opts.initializer, opts.initargs)
+                                if opts.initializer is not None else None,
+                                preloaded=self._preloaded, watch_parent=False)
+            self.zygote = Zygote(zygote_main, (self.slots, setup))
+        else:
+            if self.method == "forkserver":
+                try:
+                    self.ctx.set_forkserver_preload(["parallelbar_clone.worker"])
+                except Exception:
+                    pass
+            info = main_info()
+            self.main = MainRefs("imported" if info is not None else "none")
+            init_payload = None
+            if opts.initializer is not None:
+                try:
+                    init_payload = serialize.dumps((opts.initializer, opts.initargs),
+                                                   main=self.main)
+                except Exception as exc:
+                    raise SerializationError(
+                        f"initializer {_func_name(opts.initializer)} or its initargs cannot "
+                        f"be sent to a worker process: {exc}") from exc
+            self.setup = WorkerSetup(init=init_payload, main=info)
+            _install_main_filter()   # the worker imports __main__ itself: see import_main
         self._wake_r, self._wake_w = self.ctx.Pipe(duplex=False)
         self._wake_lock = threading.Lock()
         self._wake_pending = False
         self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def function_payload(self, func: Any, force_value: bool = False) -> Any:
+        """What a worker needs to get ``func``: the key of a function the zygote
+        inherited, or serialized bytes (by name where the worker can find it)."""
+        if not force_value:
+            for key, known in self._preloaded.items():
+                if known is func:
+                    return key
+        return serialize.dumps(func, main=self.main, force_value=force_value)
 
     def start(self, w: Worker) -> None:
         task_r, task_w = self.ctx.Pipe(duplex=False)
@@ -115,21 +139,23 @@ class ProcessBackend:
         self.view[base + DONE] = 0.0
         self.view[base + ERR] = 0.0
         self.view[base + SPAN] = 1.0
-        proc = self.ctx.Process(target=process_main, name=f"parallelbar-worker-{w.index}",
-                                args=(task_r, result_w, self.slots, w.index, self.init_payload),
-                                daemon=True)
-        if self.method == "fork":
-            # The child gets a copy of every lock as it is now: hold the bar's lock so no
-            # other thread of ours is halfway through writing to the terminal.
-            from tqdm import tqdm
-            with tqdm.get_lock():
-                proc.start()
-        else:
-            _starting.without_main = True
-            try:
-                proc.start()
-            finally:
-                _starting.without_main = False
+        try:
+            if self.zygote is not None:
+                proc: Any = self.zygote.start(w.index, task_r.fileno(), result_w.fileno())
+            else:
+                proc = self.ctx.Process(target=process_main,
+                                        name=f"parallelbar-worker-{w.index}",
+                                        args=(task_r, result_w, self.slots, w.index, self.setup),
+                                        daemon=True)
+                _starting.without_main = True
+                try:
+                    proc.start()
+                finally:
+                    _starting.without_main = False
+        except BaseException:
+            for conn in (task_r, task_w, result_r, result_w):
+                conn.close()
+            raise
         task_r.close()
         result_w.close()
         w.proc = proc  # type: ignore[attr-defined]
@@ -144,17 +170,20 @@ class ProcessBackend:
         except (OSError, ValueError):
             return False  # it died; its sentinel will tell
 
+    def send_function(self, w: Worker, run: Any) -> bool:
+        return self.send(w, serialize.dumps(("f", run.id, run.payload, run.timing,
+                                             run.journal is not None)))
+
     def send_chunk(self, w: Worker, chunk: Any, run: Any) -> bool:
         if run.id not in w.runs:
-            if not self.send(w, serialize.dumps(("f", run.id, run.payload, run.timing,
-                                                 run.journal is not None))):
+            if not self.send_function(w, run):
                 return False
             w.runs.add(run.id)
         return self.send(w, chunk.payload)
 
     def encode_chunk(self, chunk: Any, run: Any) -> None:
         """Serialize a chunk's tasks; raises if neither pickle nor dill can."""
-        items = serialize.dumps(chunk.items, by_value_main=self.by_value_main)
+        items = serialize.dumps(chunk.items, main=self.main, force_value=run.items_by_value)
         if run.journal is not None and items[:1] == b"P":  # the digest the journal checks
             chunk.digest = hashlib.blake2b(memoryview(items)[1:], digest_size=16).hexdigest()
         chunk.payload = serialize.dumps(("c", run.id, chunk.start, len(chunk.items), items))
@@ -172,17 +201,31 @@ class ProcessBackend:
         except OSError:
             pass
 
-    def kill(self, w: Worker) -> None:
+    def _signal_group(self, w: Worker, sig: int) -> None:
+        """Signal the worker and every process its tasks started (its process group)."""
+        proc = w.proc  # type: ignore[attr-defined]
+        if getattr(proc, "_closed", False) or proc.exitcode is not None:
+            return
+        pid = proc.pid
         try:
-            w.proc.terminate()  # type: ignore[attr-defined]
+            if pid is not None and hasattr(os, "killpg") and os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+                return
+        except OSError:
+            pass
+        try:
+            if sig == signal.SIGTERM:
+                proc.terminate()
+            else:
+                proc.kill()
         except (OSError, ValueError, AttributeError):
             pass
 
+    def kill(self, w: Worker) -> None:
+        self._signal_group(w, signal.SIGTERM)
+
     def force_kill(self, w: Worker) -> None:
-        try:
-            w.proc.kill()  # type: ignore[attr-defined]
-        except (OSError, ValueError, AttributeError):
-            pass
+        self._signal_group(w, getattr(signal, "SIGKILL", signal.SIGTERM))
 
     def alive(self, w: Worker) -> bool:
         return w.proc.is_alive()  # type: ignore[attr-defined]
@@ -197,10 +240,16 @@ class ProcessBackend:
                 conn.close()
             except OSError:
                 pass
+        proc = w.proc  # type: ignore[attr-defined]
         try:
-            w.proc.join(0)  # type: ignore[attr-defined]
-            if w.proc.exitcode is not None:  # type: ignore[attr-defined]
-                w.proc.close()  # type: ignore[attr-defined]
+            proc.join(0)
+            if proc.exitcode is not None:
+                if not isinstance(proc, ZygoteChild) and hasattr(os, "killpg"):
+                    try:   # what its tasks started and left behind goes with it
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                proc.close()
         except (ValueError, AttributeError):
             pass
 
@@ -264,6 +313,8 @@ class ProcessBackend:
                 pass
 
     def close(self) -> None:
+        if self.zygote is not None:
+            self.zygote.close()
         for conn in (self._wake_r, self._wake_w):
             try:
                 conn.close()
@@ -275,7 +326,9 @@ _starting = threading.local()
 
 
 def _install_main_filter() -> None:
-    """Make multiprocessing leave __main__ out of what it sends a worker we start."""
+    """Make multiprocessing leave __main__ out of what it sends a worker we start:
+    the worker imports it itself (:func:`worker.import_main`), stopping where a
+    script without a main guard would start a pool again instead of failing."""
     from multiprocessing import spawn
     original = spawn.get_preparation_data
     if getattr(original, "_parallelbar_clone", False):

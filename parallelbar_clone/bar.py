@@ -42,6 +42,8 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional
 
+from .zygote import FORK_GATE
+
 log = logging.getLogger("parallelbar_clone")
 
 __all__ = ["BarThread", "frontend", "bar_format", "TERMINAL", "WIDGETS", "NOTEBOOK_TEXT",
@@ -114,6 +116,10 @@ class _Meter:
     """
 
     hidden = False
+    # No tqdm monitor thread: our bar thread refreshes the bars itself, and a thread that
+    # lingers after the run would make every later fork (a new pool's zygote) a fork of
+    # a multi-threaded process.
+    monitor_interval = 0
 
     @property
     def format_dict(self) -> Dict[str, Any]:
@@ -252,19 +258,27 @@ class BarThread:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
+        FORK_GATE.register()
+        try:
+            self._serve()
+        finally:
+            FORK_GATE.unregister()
+
+    def _serve(self) -> None:
         bars: Dict[int, _Bars] = {}
         while True:
             event = self._events.get()
-            if event is None:
-                for run_id in list(bars):
-                    self._close(bars.pop(run_id))
-                return
-            try:
-                self._handle(bars, event)
-            except Exception:  # a broken terminal must not break the run
-                log.exception("progress bar update failed")
-                if event[0] == "close":
-                    event[2].set()
+            with FORK_GATE.working():  # (a zygote is forked only while we wait)
+                if event is None:
+                    for run_id in list(bars):
+                        self._close(bars.pop(run_id))
+                    return
+                try:
+                    self._handle(bars, event)
+                except Exception:  # a broken terminal must not break the run
+                    log.exception("progress bar update failed")
+                    if event[0] == "close":
+                        event[2].set()
 
     def _handle(self, bars: Dict[int, _Bars], event: Any) -> None:
         kind, run_id = event[0], event[1]

@@ -397,14 +397,20 @@ class Journal:
             self._flusher.start()
 
     def _flush_loop(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self.commit_interval)
-            self._wake.clear()
-            try:
-                self.flush()
-            except BaseException as exc:  # kept for the engine's next call
-                self._error = exc
-                return
+        from .zygote import FORK_GATE
+        FORK_GATE.register()
+        try:
+            while not self._stopping:
+                self._wake.wait(self.commit_interval)
+                self._wake.clear()
+                try:
+                    with FORK_GATE.working():  # no SQLite lock held while a zygote forks
+                        self.flush()
+                except BaseException as exc:  # kept for the engine's next call
+                    self._error = exc
+                    return
+        finally:
+            FORK_GATE.unregister()
 
     def _open(self, conn: sqlite3.Connection, fp_text: str, overwrite: bool) -> None:
         try:

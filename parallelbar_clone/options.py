@@ -54,15 +54,17 @@ def parse_memory(value: Union[int, str]) -> int:
 def default_context() -> str:
     """The start method used when ``context`` is None.
 
-    ``forkserver`` where it exists (Linux and other POSIX but macOS), like
-    Python 3.14: workers are forked from a small single-threaded server, so a
-    respawn while our bar and manager threads run cannot inherit a held lock
-    (plain ``fork`` can), and it costs a few milliseconds per worker instead of
-    ``spawn``'s fresh interpreter. ``spawn`` on macOS and Windows, as Python does.
+    ``fork`` where it exists, but macOS (so Linux and other POSIX), as
+    multiprocessing's own default there and the published parallelbar: workers
+    see the caller's program as it stood when the pool started. Unlike plain
+    fork, they are forked by the pool's zygote (:mod:`.zygote`), a single-threaded
+    copy of the caller made before any thread of the pool runs, so no lock held
+    by another thread of ours can be inherited. ``spawn`` on macOS and Windows,
+    as Python does.
     """
     methods = multiprocessing.get_all_start_methods()
-    if sys.platform != "darwin" and "forkserver" in methods:
-        return "forkserver"
+    if sys.platform != "darwin" and "fork" in methods:
+        return "fork"
     return "spawn"
 
 
@@ -128,8 +130,9 @@ PARAMETERS: Dict[str, Tuple[str, str]] = {
                    "measured task durations (about 25 ms of work each)."),
     "context": ("str, optional",
                 "Start method of worker processes: ``'fork'``, ``'spawn'`` or "
-                "``'forkserver'``. Default: ``'forkserver'`` where it exists, else "
-                "``'spawn'``."),
+                "``'forkserver'``. Default: ``'fork'`` semantics where fork exists but "
+                "macOS (workers forked by the pool's single-threaded zygote, so they see "
+                "the program as it stood when the pool started), else ``'spawn'``."),
     "total": ("int, optional",
               "The number of tasks, for the bar. Default ``len(tasks)`` or "
               "``operator.length_hint(tasks)``; unknown is fine (the bar counts "

@@ -49,6 +49,8 @@ from .errors import (InitializerError, MemoryLimitError, ParallelBarError, Remot
                      describe_death)
 from .journal import CheckpointMismatchError, Journal
 from .options import Options, check_func
+from .worker import MainReentry, importing_main
+from .zygote import FORK_GATE
 
 log = logging.getLogger("parallelbar_clone")
 
@@ -186,11 +188,17 @@ class _Run:
         self.timing = opts.process_timeout is not None or opts.memory_limit is not None
         self.deadline = monotonic() + opts.timeout if opts.timeout is not None else None
         self.state = "new"                   # new -> active -> done | failed
-        self.payload: Optional[bytes] = None  # the function, serialized once per run
+        self.payload: Any = None             # the function, serialized once per run
+        self.payload_by_value = False        # re-sent by value after a worker failed by name
+        self.items_by_value = False          # tasks by value after a worker failed by name
         self.per_task: Optional[float] = None  # measured seconds per task (EWMA)
         self.last_chunk = 0
         self.bar_done = 0
         self.bar_failed = 0
+        self.inner_done = 0                  # calls counted by @add_progress in workers
+        self.inner_failed = 0
+        self.shown_done = 0                  # what the bars show
+        self.shown_failed = 0
         self.bar_flushed = 0.0
         self.bar_closed = threading.Event()
         self.ended = threading.Event()       # workers stopped, journal flushed
@@ -342,20 +350,27 @@ class ProgressPool:
     """
 
     def __init__(self, n_cpu: Optional[int] = None, **options: Any) -> None:
+        preload = options.pop("_preload", ())
         self._options = Options(n_cpu=n_cpu, **options)
+        if importing_main():
+            # A worker is importing a script that starts a pool outside an
+            # `if __name__ == '__main__':` guard: stop the import here (see import_main).
+            raise MainReentry()
         self._workers_wanted = self._options.workers
         self._backend: Any = (ThreadBackend(self._options)
                               if self._options.executor == "threads"
-                              else ProcessBackend(self._options))
+                              else ProcessBackend(self._options, preload))
         self._commands: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._runs: Dict[int, _Run] = {}
         self._workers: List[Worker] = []
         self._dying: List[Worker] = []
-        self._free_slots = list(range(self._workers_wanted))
+        self._free_slots = list(range(getattr(self._backend, 'slots_count',
+                                              self._workers_wanted)))
         self._broken: Optional[BaseException] = None
         self._closing: Optional[str] = None
         self._startup_deaths = 0
         self._unblamed_deaths = 0
+        self._inner_read = 0.0
         self._bars: Optional[BarThread] = None
         self._bars_lock = threading.Lock()
         self._closed = threading.Event()
@@ -419,7 +434,7 @@ class ProgressPool:
         run = _Run(func, tasks, opts, mode, self._workers_wanted)
         if isinstance(self._backend, ProcessBackend):
             try:
-                run.payload = serialize.dumps(func, by_value_main=self._backend.by_value_main)
+                run.payload = self._backend.function_payload(func)
             except Exception as exc:
                 raise SerializationError(
                     f"function {run.name} cannot be sent to a worker process by pickle or dill: "
@@ -534,6 +549,7 @@ class ProgressPool:
 
     # ------------------------------------------------------------------ manager thread
     def _manage(self) -> None:
+        FORK_GATE.register()
         if hasattr(signal, "pthread_sigmask"):
             # Workers inherit this thread's signal mask: SIGINT stays blocked in them until
             # they ignore it, so Ctrl-C reaches only the main process.
@@ -549,29 +565,36 @@ class ProgressPool:
                 self._fail_run(run, err)
             self._kill_all()
         finally:
-            self._backend.close()
+            with FORK_GATE.working():
+                self._backend.close()
+            FORK_GATE.unregister()
             self._closed.set()
 
     def _loop(self) -> None:
+        # Work is done under FORK_GATE.working(): a new pool's zygote is forked only while
+        # this thread waits in backend.wait, holding no lock.
         while True:
-            self._read_commands()
-            if self._closing == "terminate" or (self._closing == "close" and not self._runs):
-                self._stop_workers(graceful=self._closing == "close")
-                return
-            if self._broken is None:
-                self._ensure_workers()
-                self._dispatch()
-            events = self._backend.wait(self._workers, self._dying, self._tick())
-            for w, msg in events:
-                if msg is None:
-                    self._on_exit(w)
-                elif not w.dead:
-                    self._on_message(w, msg)
-            for w in [w for w in self._workers if w.retiring and not w.inflight]:
-                self._retire(w)
-            now = monotonic()
-            self._check_guards(now)
-            self._flush_bars(now)
+            with FORK_GATE.working():
+                self._read_commands()
+                if self._closing == "terminate" or (self._closing == "close" and not self._runs):
+                    self._stop_workers(graceful=self._closing == "close")
+                    return
+                if self._broken is None:
+                    self._ensure_workers()
+                    self._dispatch()
+                tick = self._tick()
+            events = self._backend.wait(self._workers, self._dying, tick)
+            with FORK_GATE.working():
+                for w, msg in events:
+                    if msg is None:
+                        self._on_exit(w)
+                    elif not w.dead:
+                        self._on_message(w, msg)
+                for w in [w for w in self._workers if w.retiring and not w.inflight]:
+                    self._retire(w)
+                now = monotonic()
+                self._check_guards(now)
+                self._flush_bars(now)
 
     def _tick(self) -> float:
         tick = IDLE_TICK
@@ -618,7 +641,7 @@ class ProgressPool:
                 self._backend.start(w)
             except Exception as exc:
                 self._free_slots.insert(0, w.index)
-                self._break(ParallelBarError(f"could not start a worker: {exc!r}"), exc)
+                self._break(ParallelBarError(f"could not start a worker: {exc}"), exc)
                 return
             self._workers.append(w)
 
@@ -626,7 +649,7 @@ class ProgressPool:
         """Stop an idle worker (maxtasksperchild reached); its slot is reused."""
         self._backend.stop(w)
         self._workers.remove(w)
-        self._free_slots.append(w.index)  # it is idle: it will not write its slot again
+        self._free_slot(w)  # it is idle: it will not write its slot again
         w.dead = True
         w.killed_at = monotonic()
         self._dying.append(w)
@@ -734,7 +757,8 @@ class ProgressPool:
                 chunk = self._next_chunk(run, limit)
                 if chunk is None:
                     continue
-            extra = 0 if run.id in w.runs else len(run.payload or b"")
+            extra = len(run.payload) if isinstance(run.payload, bytes) and run.id not in w.runs \
+                else 0
             idle = w.ready and not w.inflight
             if not idle and w.unread() + chunk.nbytes + extra > PREFETCH_BYTES:
                 run.parked = chunk  # for the next worker that can take it, already pickled
@@ -782,13 +806,21 @@ class ProgressPool:
                                    f"(in worker pid {w.pid}); no task can run")
             self._break(err, exc)
         elif kind == "bad":
-            _, run_id, start, n, packed = msg
+            _, run_id, start, n, packed, by_value = msg
             chunk = self._pop_chunk(w, start)
             run = self._runs.get(run_id)
             if run is None or chunk is None:
                 return
             exc = _unpack_error(packed)
-            if n > 1:
+            if not by_value and not run.items_by_value and isinstance(
+                    self._backend, ProcessBackend):
+                # Something they name was not found over there (a class defined under the
+                # script's main guard, say): send this run's tasks by value from now on.
+                log.info("tasks of %s could not be loaded by name in a worker (%s: %s); "
+                         "sending them by value", run.name, type(exc).__name__, exc)
+                run.items_by_value = True
+                run.requeue.appendleft((start, chunk.items))
+            elif n > 1:
                 for i in reversed(range(n)):
                     run.requeue.appendleft((start + i, [chunk.items[i]]))
             else:
@@ -798,12 +830,35 @@ class ProgressPool:
                 self._deliver(run, start, [None], {start: err}, chunk.items)
         elif kind == "func_error":
             run = self._runs.get(msg[1])
-            if run is not None:
-                exc = _unpack_error(msg[2])
-                err = SerializationError(f"function {run.name} could not be loaded in the worker: "
-                                         f"{serialize.describe(exc)}: {exc}")
-                err.__cause__ = exc
-                self._fail_run(run, err)
+            if run is None:
+                return
+            why = self._send_by_value(w, run) if msg[3] else None
+            if why is None and msg[3]:
+                return
+            exc = _unpack_error(msg[2])
+            text = (f"function {run.name} could not be loaded in the worker: "
+                    f"{serialize.describe(exc)}: {exc}")
+            if why is not None:
+                text += (f"; nor can it be sent by value: {serialize.describe(why)}: {why}. "
+                         f"Define what it uses where the worker can import it (a module), or "
+                         f"use context='fork', whose workers inherit the caller's objects")
+            err = SerializationError(text)
+            err.__cause__ = exc
+            self._fail_run(run, err)
+
+    def _send_by_value(self, w: Worker, run: _Run) -> Optional[BaseException]:
+        """A worker could not load the run's function by name: send it by value (dill)
+        to that worker, which kept the run's tasks waiting. Else say why not."""
+        if not run.payload_by_value:
+            try:
+                payload = self._backend.function_payload(run.func, force_value=True)
+            except Exception as exc:
+                return exc
+            run.payload, run.payload_by_value = payload, True
+            log.info("function %s could not be loaded by name in a worker; sending it by "
+                     "value", run.name)
+        self._backend.send_function(w, run)   # (if w died meanwhile, its sentinel tells)
+        return None
 
     def _pop_chunk(self, w: Worker, start: int) -> Optional[_Chunk]:
         for chunk in w.inflight:
@@ -813,7 +868,9 @@ class ProgressPool:
         return None
 
     def _on_results(self, w: Worker, msg: Any) -> None:
-        _, run_id, start, n, errors, busy, inner, data, dilled, durations = msg
+        _, run_id, start, n, errors, busy, inner, data, dilled, durations, counted = msg
+        w.reported_done += counted[0]
+        w.reported_err += counted[1]
         chunk = w.inflight[0] if w.inflight else None
         if chunk is None or chunk.run.id != run_id or chunk.done != start:
             chunk = next((c for c in w.inflight if c.run.id == run_id and c.done == start), None)
@@ -827,6 +884,8 @@ class ProgressPool:
         run = chunk.run
         if run.state != "active":
             return
+        run.inner_done += counted[0]
+        run.inner_failed += counted[1]
         run.observe(n, busy)
         if inner:
             run.inner_failures.extend(inner)
@@ -985,6 +1044,7 @@ class ProgressPool:
         if w.dead:  # a worker we had already given up on: reap it
             if w in self._dying:
                 self._dying.remove(w)
+            self._free_slot(w)
             self._backend.release(w)
             return
         for msg in self._backend.drain(w):
@@ -1038,8 +1098,9 @@ class ProgressPool:
         if w in self._workers:
             self._workers.remove(w)
         if w.killed_at is not None and self._backend.alive(w):
-            self._dying.append(w)
-        self._free_slots.append(w.index)
+            self._dying.append(w)   # its slot is freed once it is gone: it may still write
+        else:
+            self._free_slot(w)
         blamed_run, blamed_pos = (blame[0], blame[1]) if blame else (None, -1)
         back: Dict[int, List[Tuple[int, List[Any]]]] = {}
         for chunk in w.inflight:
@@ -1110,36 +1171,55 @@ class ProgressPool:
 
     # -- bars -----------------------------------------------------------------------
     def _flush_bars(self, now: float) -> None:
+        if not self._runs:
+            return
+        live: Dict[int, Tuple[int, int]] = {}
+        if now - self._inner_read >= UPDATE_INTERVAL:
+            self._inner_read = now
+            live = self._counting_now()
         for run in self._runs.values():
-            self._flush_run_bar(run, now)
+            self._flush_run_bar(run, now, live=live.get(run.id, (0, 0)))
 
-    def _flush_run_bar(self, run: _Run, now: float, force: bool = False) -> None:
+    def _flush_run_bar(self, run: _Run, now: float, force: bool = False,
+                       live: Tuple[int, int] = (0, 0)) -> None:
+        """Send the bar what changed. It counts tasks, or, in a run whose function calls
+        functions decorated with @add_progress, those calls (as published parallelbar
+        does, flag or not), plus the tasks that failed. ``live``: calls counted by
+        tasks still running, shown now, confirmed when their results arrive."""
         if run.opts.disable or (not force and now - run.bar_flushed < UPDATE_INTERVAL):
             return
         run.bar_flushed = now
-        if run.opts.used_add_progress_decorator:
-            done, failed = self._decorated_counts(run)
-            failed += run.bar_failed
-            run.bar_failed = 0
-        else:
-            done, failed = run.bar_done, run.bar_failed
-            run.bar_done = run.bar_failed = 0
+        inner_done, inner_failed = run.inner_done + live[0], run.inner_failed + live[1]
+        inner = run.opts.used_add_progress_decorator or inner_done or inner_failed
+        done = inner_done if inner else run.bar_done
+        failed = run.bar_failed + inner_failed
         postfix = None
         if run.retried != run.retried_shown:
             run.retried_shown = run.retried
             postfix = (f"resumed={run.resumed}, " if run.resumed else "") + f"retries={run.retried}"
-        if done or failed or postfix:
-            self._bar_thread().send(("update", run.id, done, failed, postfix))
+        step_done, step_failed = done - run.shown_done, failed - run.shown_failed
+        if step_done or step_failed or postfix:
+            run.shown_done, run.shown_failed = done, failed
+            self._bar_thread().send(("update", run.id, step_done, step_failed, postfix))
 
-    def _decorated_counts(self, run: _Run) -> Tuple[int, int]:
-        """Calls counted by @add_progress in the workers since the last look."""
-        done = failed = 0
+    def _counting_now(self) -> Dict[int, Tuple[int, int]]:
+        """Per run: @add_progress calls counted by tasks still running (not yet
+        reported with their results)."""
+        live: Dict[int, Tuple[int, int]] = {}
         for w in self._workers:
             d, e = self._backend.counters(w)
-            done += int(d - w.seen_done)
-            failed += int(e - w.seen_err)
-            w.seen_done, w.seen_err = d, e
-        return done, failed
+            d, e = int(d) - w.reported_done, int(e) - w.reported_err
+            if d or e:
+                run_id = self._backend.slot(w)[0]
+                old = live.get(run_id, (0, 0))
+                live[run_id] = (old[0] + d, old[1] + e)
+        return live
+
+    def _free_slot(self, w: Worker) -> None:
+        """w will not write its status slot again: it may be reused."""
+        if not w.slot_free:
+            w.slot_free = True
+            self._free_slots.append(w.index)
 
 
 class _Star:
@@ -1156,6 +1236,9 @@ class _Star:
 
     def __reduce__(self):
         return (_Star, (self.func,))
+
+    def _rebind_main(self, rebind: Callable[[Any], Any]) -> None:
+        self.func = rebind(self.func)
 
     @property
     def __name__(self) -> str:  # for messages

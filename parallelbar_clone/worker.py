@@ -177,6 +177,24 @@ def _run_timed(func: Callable[[Any], Any], run_id: int, start: int, items: List[
     report(run_id, piece_start, values, errors, monotonic() - last, durs)
 
 
+class _Counted:
+    """The add_progress calls a worker counted in its slot since its last report: they
+    travel with the results of the tasks that made them, so a task whose results are
+    lost (its worker died, it is run again) never counts its calls twice."""
+
+    __slots__ = ("slot", "base", "done", "err")
+
+    def __init__(self, slot: Any, base: int) -> None:
+        self.slot, self.base = slot, base
+        self.done = self.err = 0.0
+
+    def since_last(self) -> Tuple[int, int]:
+        done, err = self.slot[self.base + DONE], self.slot[self.base + ERR]
+        step = (int(done - self.done), int(err - self.err))
+        self.done, self.err = done, err
+        return step
+
+
 def take_inner_failures() -> list:
     failures = getattr(_local, "inner_failures", None)
     if failures:
@@ -187,30 +205,175 @@ def take_inner_failures() -> list:
 
 # --------------------------------------------------------------------------- processes
 
-def adopt_main_names(func: Any) -> None:
-    """Put the globals of a function sent by value from the caller's ``__main__`` into
-    this worker's ``__main__``: a result that is an instance of a class defined there
-    then pickles by name, and comes back as the caller's own class."""
+class WorkerSetup:
+    """What a new worker process needs before its first task.
+
+    ``init``: the initializer and its arguments, as the object itself (a worker
+    forked from the zygote inherits it, nothing is pickled) or as a payload of
+    :func:`serialize.dumps` (spawn, forkserver). ``main``: how to import the
+    caller's main script (``('path', file)`` or ``('name', module)``), as
+    multiprocessing does under spawn and forkserver; None for a forked worker,
+    which has it already. ``preloaded``: functions the zygote inherited, by key.
+    """
+
+    __slots__ = ("init", "main", "preloaded", "watch_parent")
+
+    def __init__(self, init: Any = None, main: Optional[Tuple[str, str]] = None,
+                 preloaded: Optional[Dict[int, Any]] = None, watch_parent: bool = True) -> None:
+        self.init = init
+        self.main = main
+        self.preloaded = preloaded or {}
+        self.watch_parent = watch_parent
+
+    def __getstate__(self) -> Any:
+        return (self.init, self.main, None, self.watch_parent)
+
+    def __setstate__(self, state: Any) -> None:
+        self.init, self.main, self.preloaded, self.watch_parent = state
+        self.preloaded = {}
+
+
+class MainReentry(BaseException):
+    """A script without an ``if __name__ == '__main__':`` guard started a pool while a
+    worker was importing it: the import stops there, as the script's definitions
+    above that point are all a worker needs."""
+
+
+_importing_main = False
+
+
+def importing_main() -> bool:
+    """True in a worker while it imports the caller's main script."""
+    return _importing_main
+
+
+def main_info() -> Optional[Tuple[str, str]]:
+    """How a spawned worker can import the caller's ``__main__`` (what
+    multiprocessing's ``get_preparation_data`` sends), or None if it cannot: a
+    notebook, ``python -c``, an interactive prompt."""
     main = sys.modules.get("__main__")
-    seen = 0
-    while func is not None and seen < 5:
-        found = getattr(func, "__globals__", None)
-        if isinstance(found, dict) and found.get("__name__") == "__main__" and main is not None \
-                and found is not vars(main):
-            for name, value in found.items():
-                if not name.startswith("__"):
-                    vars(main).setdefault(name, value)
-        func = getattr(func, "func", None) or getattr(func, "__wrapped__", None)
-        seen += 1
+    if main is None:
+        return None
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if name is not None:
+        return None if name == "__main__" else ("name", name)
+    path = getattr(main, "__file__", None)
+    if not path or not os.path.exists(path):
+        return None
+    if os.path.splitext(os.path.basename(path))[0] == "ipython":
+        return None
+    import multiprocessing.process as mp_process
+    if not os.path.isabs(path) and mp_process.ORIGINAL_DIR is not None:
+        path = os.path.join(mp_process.ORIGINAL_DIR, path)
+    return ("path", os.path.normpath(path))
 
 
-def _adopt_main_classes(items: List[Any]) -> None:
+def import_main(info: Tuple[str, str]) -> None:
+    """Import the caller's main script as ``__mp_main__`` (and ``__main__``), with the
+    name ``__mp_main__``, so that its guarded part does not run; stop quietly where
+    an unguarded script would start a pool again (:class:`MainReentry`)."""
+    global _importing_main
+    import importlib.util
+    import types
+    kind, value = info
+    module = types.ModuleType("__mp_main__")
+    if kind == "name":
+        spec = importlib.util.find_spec(value)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot find the main module {value!r}")
+        code = spec.loader.get_code(value)  # type: ignore[attr-defined]
+        module.__spec__ = spec
+        module.__file__ = spec.origin
+        module.__package__ = value.rpartition(".")[0]
+        module.__loader__ = spec.loader
+    else:
+        with open(value, "rb") as f:
+            source = f.read()
+        code = compile(source, value, "exec")
+        module.__file__ = value
+    module.__builtins__ = __builtins__  # type: ignore[attr-defined]
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+    _importing_main = True
+    try:
+        exec(code, module.__dict__)
+    except MainReentry:
+        pass
+    finally:
+        _importing_main = False
+
+
+def rebind_main(obj: Any) -> Any:
+    """A function sent by value from the caller's ``__main__`` comes with a copy of the
+    globals it uses. Give it this worker's ``__main__`` as its globals instead, adding
+    the names it lacks and replacing those the caller changed since the pool started
+    (``MainValue.fresh``), so that it sees what the initializer set and what the
+    caller has now, and classes it makes pickle by name back to the caller's own."""
+    fresh: frozenset = frozenset()
+    if isinstance(obj, serialize.MainValue):
+        obj, fresh = obj.obj, obj.fresh
+    main = sys.modules.get("__main__")
+    if main is None:
+        return obj
+    if type(obj) is list:   # tasks: the classes of their own
+        _adopt_main_classes(obj, fresh)
+        return obj
+    memo: Dict[int, Any] = {}
+    if type(obj) is tuple:  # (initializer, initargs)
+        return tuple(_rebind(item, vars(main), memo, fresh) for item in obj)
+    return _rebind(obj, vars(main), memo, fresh)
+
+
+def _rebind(obj: Any, target: Dict[str, Any], memo: Dict[int, Any],
+            fresh: frozenset) -> Any:
+    import functools
+    import types
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if isinstance(obj, types.FunctionType):
+        found = obj.__globals__
+        if found is target or found.get("__name__") not in ("__main__", "__mp_main__"):
+            return obj
+        new = types.FunctionType(obj.__code__, target, obj.__name__, obj.__defaults__,
+                                 obj.__closure__)
+        new.__kwdefaults__ = obj.__kwdefaults__
+        new.__qualname__ = obj.__qualname__
+        new.__module__ = obj.__module__
+        new.__doc__ = obj.__doc__
+        new.__dict__.update(obj.__dict__)
+        memo[id(obj)] = new
+        if new.__name__ in fresh or new.__name__ not in target:
+            target[new.__name__] = new
+        for name, value in found.items():
+            if not name.startswith("__") and (name not in target or name in fresh):
+                target[name] = _rebind(value, target, memo, fresh)
+        return new
+    if isinstance(obj, type):
+        if getattr(obj, "__module__", None) == "__main__" and "." not in obj.__qualname__:
+            if obj.__qualname__ in fresh or obj.__qualname__ not in target:
+                target[obj.__qualname__] = obj
+        return obj
+    if isinstance(obj, functools.partial):
+        inner = _rebind(obj.func, target, memo, fresh)
+        if inner is obj.func:
+            return obj
+        return functools.partial(inner, *obj.args, **(obj.keywords or {}))
+    rebind = getattr(type(obj), "_rebind_main", None)   # our wrappers: _Star, add_progress...
+    if rebind is not None:
+        memo[id(obj)] = obj
+        rebind(obj, lambda inner: _rebind(inner, target, memo, fresh))
+    return obj
+
+
+def _adopt_main_classes(items: List[Any], fresh: frozenset = frozenset()) -> None:
     main = sys.modules.get("__main__")
     if main is None:
         return
+    target = vars(main)
     for kind in {type(item) for item in items}:
         if getattr(kind, "__module__", None) == "__main__" and "." not in kind.__qualname__:
-            vars(main).setdefault(kind.__qualname__, kind)
+            if kind.__qualname__ in fresh or kind.__qualname__ not in target:
+                target[kind.__qualname__] = kind
 
 
 def _silence_sigint() -> None:
@@ -219,6 +382,16 @@ def _silence_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _own_process_group() -> None:
+    """Lead a process group, so that killing this worker also kills what its tasks
+    started (the parent signals the whole group)."""
+    try:
+        if os.getpgid(0) != os.getpid():
+            os.setpgid(0, 0)
+    except (AttributeError, OSError):
+        pass
 
 
 def _watch_parent() -> None:
@@ -270,11 +443,21 @@ def _safe_inner_failures() -> list:
         return [repr(f) for f in failures]
 
 
+def zygote_main(index: int, task_fd: int, result_fd: int, slots: Any, setup: WorkerSetup
+                ) -> None:
+    """Entry point of a worker the zygote forked (see :mod:`.zygote`)."""
+    from multiprocessing.connection import Connection
+    process_main(Connection(task_fd, writable=False), Connection(result_fd, readable=False),
+                 slots, index, setup)
+
+
 def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
-                 init_payload: Optional[bytes]) -> None:
+                 setup: WorkerSetup) -> None:
     """Entry point of a worker process."""
     _silence_sigint()
-    _watch_parent()
+    _own_process_group()
+    if setup.watch_parent:
+        _watch_parent()
     view = memoryview(slots).cast("B").cast("d")
     base = index * SLOT_WIDTH
     _local.slot = (view, base)
@@ -284,25 +467,53 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
     def message(*fields: Any) -> None:
         send(pickle.dumps(fields, serialize.PROTOCOL))
 
-    if init_payload is not None:
-        try:
-            initializer, initargs = serialize.loads(init_payload)
-            adopt_main_names(initializer)
+    try:
+        if setup.main is not None:
+            try:
+                import_main(setup.main)
+            except BaseException as exc:
+                raise _MainImportError(setup.main[1], exc) from exc
+        if setup.init is not None:
+            if isinstance(setup.init, bytes):
+                initializer, initargs = rebind_main(serialize.loads(setup.init))
+            else:
+                initializer, initargs = setup.init
             initializer(*initargs)
-        except BaseException as exc:
-            message("init_error", pack_exception(exc, check_pickle=True))
-            return
+    except BaseException as exc:
+        message("init_error", pack_exception(exc, check_pickle=True))
+        return
     message("ready", os.getpid())
+
+    counted = _Counted(view, base)
 
     def report(run_id: int, start: int, values: List[Any],
                errors: Optional[Dict[int, Packed]], busy: float,
                durs: Optional[List[float]]) -> None:
         data, dilled, errors = _encode_values(values, start, errors)
         message("r", run_id, start, len(values), errors, busy, _safe_inner_failures(),
-                data, dilled, durs)
+                data, dilled, durs, counted.since_last())
 
     funcs: Dict[int, Tuple[Callable[[Any], Any], bool, bool]] = {}
+    waiting: Dict[int, List[Any]] = {}   # run id -> its chunks, while its function is re-sent
     loads = serialize.loads
+
+    def run(msg: Any) -> None:
+        _, run_id, start, n, items_bytes = msg
+        entry = funcs.get(run_id)
+        if entry is None:
+            if run_id in waiting:
+                waiting[run_id].append(msg)
+            return  # else its function failed to load for good; already reported
+        try:
+            items = loads(items_bytes)
+            if serialize.is_by_value(items_bytes):  # sent by value: their classes too
+                items = rebind_main(items)
+        except BaseException as exc:
+            message("bad", run_id, start, n, pack_exception(exc, check_pickle=True),
+                    serialize.is_by_value(items_bytes))
+            return
+        run_chunk(entry[0], run_id, start, items, view, base, entry[1], report, True, entry[2])
+
     while True:
         try:
             msg = loads(task_conn.recv_bytes())
@@ -310,31 +521,39 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
             return
         kind = msg[0]
         if kind == "c":
-            _, run_id, start, n, items_bytes = msg
-            entry = funcs.get(run_id)
-            if entry is None:  # its function failed to load; already reported
-                continue
-            try:
-                items = loads(items_bytes)
-            except BaseException as exc:
-                message("bad", run_id, start, n, pack_exception(exc, check_pickle=True))
-                continue
-            if items_bytes[:1] == b"D":  # sent by value: their __main__ classes too
-                _adopt_main_classes(items)
-            run_chunk(entry[0], run_id, start, items, view, base, entry[1], report, True,
-                      entry[2])
-            del items
+            run(msg)
         elif kind == "f":
             _, run_id, payload, timing, durations = msg
             try:
-                funcs[run_id] = (loads(payload), timing, durations)
-                adopt_main_names(funcs[run_id][0])
+                if isinstance(payload, int):
+                    func = setup.preloaded[payload]
+                else:
+                    func = rebind_main(loads(payload))
             except BaseException as exc:
-                message("func_error", run_id, pack_exception(exc, check_pickle=True))
+                # By name it may not resolve here (defined under the script's main guard,
+                # say): the parent sends it again by value. By value, it is final.
+                again = isinstance(payload, bytes) and not serialize.is_by_value(payload)
+                message("func_error", run_id, pack_exception(exc, check_pickle=True), again)
+                if again:
+                    waiting.setdefault(run_id, [])
+                else:
+                    waiting.pop(run_id, None)
+                continue
+            funcs[run_id] = (func, timing, durations)
+            for queued in waiting.pop(run_id, []):
+                run(queued)
         elif kind == "d":
             funcs.pop(msg[1], None)
+            waiting.pop(msg[1], None)
         else:
             return
+
+
+class _MainImportError(Exception):
+    def __init__(self, path: str, exc: BaseException) -> None:
+        super().__init__(f"the worker could not import the main script {path!r}, as spawn and "
+                         f"forkserver workers do ({type(exc).__name__}: {exc}); put the code that "
+                         f"starts the pool under `if __name__ == '__main__':`")
 
 
 # --------------------------------------------------------------------------- threads
@@ -359,13 +578,15 @@ def thread_main(inbox: Any, outbox: Any, handle: Any, slot: ThreadSlot,
             outbox.put((handle, ("init_error", pack_exception(exc, check_pickle=False))))
             return
     outbox.put((handle, ("ready", threading.get_ident())))
+    counted = _Counted(slot, 0)
 
     def report(run_id: int, start: int, values: List[Any],
                errors: Optional[Dict[int, Packed]], busy: float,
                durs: Optional[List[float]]) -> None:
         if not slot.abandoned:
             outbox.put((handle, ("r", run_id, start, len(values), errors, busy,
-                                 take_inner_failures(), values, False, durs)))
+                                 take_inner_failures(), values, False, durs,
+                                 counted.since_last())))
 
     try:
         while not slot.abandoned:

@@ -1,28 +1,36 @@
 """Decorators applied to task functions: soft timeouts, inner progress, memory caps.
 
 ``stopit_after_timeout`` and ``add_progress`` keep the published ``parallelbar``
-signatures. Unlike there, no signal is used: the timeout is an exception
-injected into the thread running the function (so it works in worker
-processes, in worker threads and in the main thread alike, and never touches
-another thread), and ``add_progress`` needs no queue plumbing: it finds the
-worker it runs in by itself. For a timeout that also stops C code, use the
-pool's ``process_timeout=`` instead: that one kills the worker.
+signatures. Unlike there, no SIGINT is sent: in a process's main thread (where
+worker processes run tasks) a SIGALRM interval timer interrupts the function,
+elsewhere an exception is injected into the thread running it, so it works in
+worker processes, worker threads and the main thread alike and never touches
+another thread. ``add_progress`` needs no queue plumbing: it finds the worker it
+runs in by itself. For a timeout that also stops C code, use the pool's
+``process_timeout=`` instead: that one kills the worker.
+
+``stop_function``, ``ProgressStatus`` and ``init_worker`` are the published
+helpers, kept for code that imports them.
 """
 from __future__ import annotations
 
 import ctypes
+import inspect
 import signal
 import sys
 import threading
 import time
-from functools import update_wrapper, wraps
+from functools import update_wrapper
+from types import MethodType
 from typing import Any, Callable, Optional, TypeVar, Union
 
+from . import serialize
 from .errors import MemoryLimitError
 from .options import parse_memory
 from .worker import DONE, ERR, _local
 
-__all__ = ["stopit_after_timeout", "add_progress", "memory_limit"]
+__all__ = ["stopit_after_timeout", "add_progress", "memory_limit", "stop_function",
+           "ProgressStatus", "init_worker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,6 +113,60 @@ def _call_with_alarm(func: Callable[..., Any], seconds: float, args: tuple, kwar
             signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), old_interval)
 
 
+class _Wrapper:
+    """Base of the decorators' wrapper objects.
+
+    A wrapper is an object rather than a closure so that it crosses to a worker
+    process however the worker finds code: by name where its module-level name
+    refers to it (a module, the user's script), by value (the original function
+    and the decorator's arguments) where it does not, or where ``__main__`` goes
+    by value (a notebook under spawn). It binds like a function when it
+    decorates a method."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        update_wrapper(self, func)
+
+    def _args(self) -> tuple:
+        raise NotImplementedError
+
+    def __reduce__(self) -> Any:
+        if not (getattr(self, "__module__", None) == "__main__" and serialize.by_value()):
+            module = sys.modules.get(getattr(self, "__module__", ""), None)
+            target: Any = module
+            for part in getattr(self, "__qualname__", "").split("."):
+                target = getattr(target, part, None)
+            if target is self:
+                return self.__qualname__
+        return (type(self), (self.__wrapped__,) + self._args())
+
+    def _rebind_main(self, rebind: Callable[[Any], Any]) -> None:
+        self.__wrapped__ = rebind(self.__wrapped__)
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return self if instance is None else MethodType(self, instance)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.__wrapped__!r}>"
+
+
+class _StopIt(_Wrapper):
+    def __init__(self, func: Callable[..., Any], seconds: float, raise_exception: bool) -> None:
+        super().__init__(func)
+        self.seconds = seconds
+        self.raise_exception = raise_exception
+
+    def _args(self) -> tuple:
+        return (self.seconds, self.raise_exception)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call_with_timeout(self.__wrapped__, self.seconds, args, kwargs)
+        except TimeoutError as exc:
+            if self.raise_exception:
+                raise
+            return str(exc)
+
+
 def stopit_after_timeout(s: float, raise_exception: bool = True) -> Callable[[F], F]:
     """Stop the decorated function after ``s`` seconds (soft: Python code only).
 
@@ -112,19 +174,46 @@ def stopit_after_timeout(s: float, raise_exception: bool = True) -> Callable[[F]
     message instead when ``raise_exception`` is False.
     """
     def decorator(func: F) -> F:
-        @wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return call_with_timeout(func, s, args, kwargs)
-            except TimeoutError as exc:
-                if raise_exception:
-                    raise
-                return str(exc)
-        return wrapper  # type: ignore[return-value]
+        return _StopIt(func, s, raise_exception)  # type: ignore[return-value]
     return decorator
 
 
-def _make_args(args: tuple, kwargs: dict) -> Any:
+def stop_function() -> None:
+    """Interrupt the main thread of this process (SIGINT; ``interrupt_main`` on Windows):
+    what the published ``stopit_after_timeout`` used to stop a function."""
+    if sys.platform == "win32":
+        import _thread
+        _thread.interrupt_main()
+    else:
+        import os
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+class ProgressStatus:
+    """The published bookkeeping of how often a worker reported progress."""
+
+    def __init__(self) -> None:
+        self.next_update = 1
+        self.last_update_t = time.perf_counter()
+        self.last_update_val = 0
+
+
+_WORKER_QUEUE: Any = None
+
+
+def init_worker(worker_queue: Any, init_progress: Optional[Callable[..., Any]],
+                init_progress_args: tuple) -> None:
+    """The published worker initializer: keep ``worker_queue`` (unused here: progress
+    needs no queue) and call ``init_progress(*init_progress_args)`` if given."""
+    global _WORKER_QUEUE
+    _WORKER_QUEUE = worker_queue
+    if init_progress is not None:
+        init_progress(*init_progress_args)
+
+
+def _make_args(*args: Any, **kwargs: Any) -> Any:
+    """The published helper: how a failed call's arguments are listed among the
+    failed tasks (one argument alone, several as a tuple, keywords as a last dict)."""
     if kwargs:
         return args + (kwargs,)
     if len(args) == 1:
@@ -132,41 +221,67 @@ def _make_args(args: tuple, kwargs: dict) -> Any:
     return args
 
 
+def _accepts(func: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
+
+
+class _Progress(_Wrapper):
+    def __init__(self, func: Callable[..., Any], error_handling: str, set_error_value: Any,
+                 timeout: Optional[float]) -> None:
+        super().__init__(func)
+        self.error_handling = error_handling
+        self.set_error_value = set_error_value
+        self.timeout = timeout
+        self._takes_queue = _accepts(func, "worker_queue")
+
+    def _args(self) -> tuple:
+        return (self.error_handling, self.set_error_value, self.timeout)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if "worker_queue" in kwargs and not self._takes_queue:
+            del kwargs["worker_queue"]   # the published Windows recipe passes it along
+        where = getattr(_local, "slot", None)
+        try:
+            if self.timeout is None:
+                result = self.__wrapped__(*args, **kwargs)
+            else:
+                result = call_with_timeout(self.__wrapped__, self.timeout, args, kwargs)
+        except Exception as exc:
+            if self.error_handling == "raise":
+                raise  # the task fails, and is counted as such
+            if where is not None:
+                where[0][where[1] + ERR] += 1
+                _local.inner_failures.append(_make_args(*args, **kwargs))
+            return exc if self.set_error_value is None else self.set_error_value
+        if where is not None:
+            where[0][where[1] + DONE] += 1
+        return result
+
+
 def add_progress(error_handling: str = "raise", set_error_value: Any = None,
                  timeout: Optional[float] = None) -> Callable[[F], F]:
-    """Count each call of the decorated function on the main bar.
+    """Count each call of the decorated function on the pool's bars.
 
-    Use it for functions called many times inside one task, together with
-    ``used_add_progress_decorator=True`` (and ``total=`` the expected number of
-    calls). ``error_handling='coerce'`` returns ``set_error_value`` (or the
-    exception) instead of raising, counts the call on the ERROR bar, and lists its
-    arguments among the failed tasks. ``timeout`` stops a call after that many
+    For functions called many times inside one task: as soon as a run's tasks call
+    such a function, its DONE bar counts those calls instead of tasks (with or
+    without ``used_add_progress_decorator=True``; give ``total=`` the expected
+    number of calls). ``error_handling='coerce'`` returns ``set_error_value`` (or
+    the exception) instead of raising, counts the call on the ERROR bar, and lists
+    its arguments among the failed tasks. ``timeout`` stops a call after that many
     seconds, as :func:`stopit_after_timeout` does. Outside a pool it just calls.
+    A ``worker_queue=`` keyword (the published package's Windows recipe) is
+    accepted and dropped unless the function takes it.
     """
     if error_handling not in ("raise", "coerce"):
         raise ValueError(f"error_handling={error_handling!r} is not allowed; use 'raise' or "
                          f"'coerce'")
 
     def decorator(func: F) -> F:
-        @wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            where = getattr(_local, "slot", None)
-            try:
-                if timeout is None:
-                    result = func(*args, **kwargs)
-                else:
-                    result = call_with_timeout(func, timeout, args, kwargs)
-            except Exception as exc:
-                if error_handling == "raise":
-                    raise  # the task fails, and is counted as such
-                if where is not None:
-                    where[0][where[1] + ERR] += 1
-                    _local.inner_failures.append(_make_args(args, kwargs))
-                return exc if set_error_value is None else set_error_value
-            if where is not None:
-                where[0][where[1] + DONE] += 1
-            return result
-        return wrapper  # type: ignore[return-value]
+        return _Progress(func, error_handling, set_error_value, timeout)  # type: ignore
     return decorator
 
 
@@ -179,12 +294,15 @@ def _address_space() -> Optional[int]:
         return None
 
 
-class _MemoryLimited:
+class _MemoryLimited(_Wrapper):
     """A function whose calls may add at most ``limit`` bytes of address space."""
 
     def __init__(self, func: Callable[..., Any], limit: int) -> None:
-        update_wrapper(self, func)
+        super().__init__(func)
         self.limit = limit
+
+    def _args(self) -> tuple:
+        return (self.limit,)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         import resource
@@ -205,16 +323,6 @@ class _MemoryLimited:
                                    limit=self.limit) from exc
         finally:
             resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-    def __reduce__(self) -> Any:
-        # Decorated at module level, the name refers to this object: pickle by name.
-        module = sys.modules.get(getattr(self, "__module__", ""), None)
-        target: Any = module
-        for part in getattr(self, "__qualname__", "").split("."):
-            target = getattr(target, part, None)
-        if target is self:
-            return self.__qualname__
-        return (_MemoryLimited, (self.__wrapped__, self.limit))
 
 
 def memory_limit(limit: Union[int, str]) -> Callable[[F], F]:

@@ -1,0 +1,514 @@
+"""The zygote: a copy of the caller's process that forks every worker of one pool.
+
+Why: a worker forked from the caller sees the program exactly as the user wrote
+it (``__main__`` globals, module state changed after import, open connections,
+objects that cannot be pickled), as ``multiprocessing`` gives with ``fork``. But
+forking a process whose other threads may hold locks (ours: the manager, the
+bar, the journal; the caller's own) can hand the child a lock that is never
+released. So the pool forks once, from the caller's thread, before any thread
+of the pool starts: that child, the zygote, is single-threaded and stays so, and
+it forks every worker from then on (the first ones, and each replacement after
+a timeout, a crash, a memory trip or ``maxtasksperchild``)::
+
+    caller process                          zygote (1 thread)            worker
+    --------------                          -----------------            ------
+    ProgressPool() --os.fork()--> zygote
+    manager thread --('start', i) + fds--> os.fork() -------------------> process_main()
+                   <---------- pid ------- reaps it (SIGCHLD)
+                   <-- exit code on the worker's status pipe --
+
+Each worker leads its own process group, so killing a worker also kills the
+processes its task started. The zygote exits when the pool closes it or when
+the caller's process goes away (its control socket reaches EOF); a worker dies
+with its zygote (``PR_SET_PDEATHSIG`` on Linux, a watcher thread elsewhere).
+
+Forking the zygote is where fork's danger would be: while the caller's process
+runs other threads of ours (another live pool), they are first parked at a
+point where they hold no lock (:data:`FORK_GATE`).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import traceback
+import warnings
+from contextlib import contextmanager
+from multiprocessing import reduction
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+log = logging.getLogger("parallelbar_clone")
+
+__all__ = ["Zygote", "ZygoteChild", "FORK_GATE", "supported"]
+
+_STATUS = struct.Struct("<i")
+_UNKNOWN_EXIT = -(1 << 30)        # the zygote vanished before it could say
+
+
+def supported() -> bool:
+    return hasattr(os, "fork") and hasattr(socket, "AF_UNIX") and sys.platform != "win32"
+
+
+# ---------------------------------------------------------------- parking our threads
+
+class ForkGate:
+    """Lets the caller's thread fork while every thread of this library that is
+    running is parked where it holds no lock.
+
+    Our long-lived threads wrap each stretch of work in :meth:`working`; they wait
+    (in ``select``, a queue, ...) outside it. :meth:`forking` waits until no thread
+    is inside, and keeps them out until the fork is done."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._busy = 0
+        self._forking = 0
+        self._ours: Dict[int, int] = {}   # thread ident -> nesting depth, for the count
+
+    def register(self) -> None:
+        """Count the calling thread as ours (for the fork warning check)."""
+        with self._cond:
+            self._ours[threading.get_ident()] = 0
+
+    def unregister(self) -> None:
+        with self._cond:
+            self._ours.pop(threading.get_ident(), None)
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            depth = self._ours.get(me, 0)
+            if depth == 0:
+                while self._forking:
+                    self._cond.wait()
+                self._busy += 1
+            self._ours[me] = depth + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._ours[me] -= 1
+                if self._ours[me] == 0:
+                    self._busy -= 1
+                    if self._busy == 0:
+                        self._cond.notify_all()
+
+    @contextmanager
+    def forking(self) -> Iterator[int]:
+        """Hold our threads parked; yields how many threads of ours exist."""
+        me = threading.get_ident()
+        with self._cond:
+            self._forking += 1
+            mine = self._ours.get(me, 0)   # a fork from inside one of our threads
+            while self._busy - (1 if mine else 0) > 0:
+                self._cond.wait()
+            ours = len([t for t in self._ours if t != me])
+        try:
+            yield ours
+        finally:
+            with self._cond:
+                self._forking -= 1
+                self._cond.notify_all()
+
+
+FORK_GATE = ForkGate()
+
+
+def _os_threads() -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+@contextmanager
+def _quiet_fork_warning(ours: int) -> Iterator[None]:
+    """Python 3.12+ warns when a process with several threads forks. If the only other
+    threads are ours, parked by the gate, this fork is safe: say nothing. If the
+    caller runs threads of its own, the warning is theirs to see, as with ``fork``."""
+    threads = _os_threads()
+    if ours and threads is not None and threads == ours + 1:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*use of fork\\(\\) may lead to deadlocks",
+                                    category=DeprecationWarning)
+            yield
+    else:
+        yield
+
+
+# ---------------------------------------------------------------- parent side
+
+class ZygoteChild:
+    """Parent-side handle of a worker the zygote forked: the subset of
+    ``multiprocessing.Process`` the pool uses."""
+
+    def __init__(self, pid: int, status_fd: int) -> None:
+        self.pid = pid
+        self.sentinel = status_fd     # readable once the zygote has reaped it (or died)
+        self._exitcode: Optional[int] = None
+        self._closed = False
+
+    def _poll(self, timeout: Optional[float]) -> None:
+        if self._exitcode is not None or self._closed:
+            return
+        ready, _, _ = select.select([self.sentinel], [], [], timeout)
+        if not ready:
+            return
+        data = b""
+        try:
+            while len(data) < _STATUS.size:
+                more = os.read(self.sentinel, _STATUS.size - len(data))
+                if not more:
+                    break
+                data += more
+        except OSError:
+            pass
+        self._exitcode = _STATUS.unpack(data)[0] if len(data) == _STATUS.size else _UNKNOWN_EXIT
+        if self._exitcode != _UNKNOWN_EXIT:
+            self.kill_group()  # what its tasks started goes with it
+
+    @property
+    def exitcode(self) -> Optional[int]:
+        self._poll(0)
+        code = self._exitcode
+        return None if code == _UNKNOWN_EXIT else code
+
+    def is_alive(self) -> bool:
+        self._poll(0)
+        return self._exitcode is None
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        self._poll(timeout)
+
+    def _signal(self, sig: int) -> None:
+        if self._exitcode is not None:
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(self.pid, sig)
+            except OSError:
+                pass
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left in its process group (its tasks' children)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                os.close(self.sentinel)
+            except OSError:
+                pass
+
+
+class ZygoteError(RuntimeError):
+    pass
+
+
+class Zygote:
+    """Forks the zygote now, from the calling thread; :meth:`start` asks it for a worker.
+
+    ``target(index, task_fd, result_fd, *args)`` is what a worker runs; it and
+    ``args`` are inherited through the fork, never pickled."""
+
+    def __init__(self, target: Callable[..., None], args: tuple) -> None:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with FORK_GATE.forking() as ours, _quiet_fork_warning(ours):
+            pid = os.fork()
+            if pid == 0:  # the zygote
+                code = 1
+                try:
+                    parent_sock.close()
+                    _Server(child_sock, target, args).serve()
+                    code = 0
+                except BaseException:
+                    try:
+                        traceback.print_exc()
+                    except BaseException:
+                        pass
+                finally:
+                    os._exit(code)
+        child_sock.close()
+        self.pid = pid
+        self._sock = parent_sock
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self, index: int, task_fd: int, result_fd: int, timeout: float = 30.0
+              ) -> ZygoteChild:
+        """A new worker running ``target(index, task_fd, result_fd, *args)``.
+        The two fds are the worker's ends of its pipes; the caller closes its copies."""
+        status_r, status_w = os.pipe()
+        try:
+            with self._lock:
+                if self._closed:
+                    raise ZygoteError("the pool's zygote is closed")
+                try:
+                    self._sock.sendall(struct.pack("<ci", b"s", index))
+                    reduction.sendfds(self._sock, [task_fd, result_fd, status_w])
+                    self._sock.settimeout(timeout)
+                    data = _recv_exact(self._sock, 8)
+                except (OSError, EOFError) as exc:
+                    raise ZygoteError(f"the process that starts this pool's workers (pid "
+                                      f"{self.pid}) is gone: {exc}") from exc
+                finally:
+                    self._sock.settimeout(None)
+        finally:
+            os.close(status_w)
+        pid, errno = struct.unpack("<ii", data)
+        if pid <= 0:
+            os.close(status_r)
+            raise ZygoteError(f"the zygote (pid {self.pid}) could not fork a worker: "
+                              f"{os.strerror(errno)}")
+        return ZygoteChild(pid, status_r)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Tell the zygote to exit and reap it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._sock.sendall(b"q\0\0\0\0")
+            except OSError:
+                pass
+            self._sock.close()
+        _reap(self.pid, timeout)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = sock.recv(n - len(data))
+        if not more:
+            raise EOFError("connection closed")
+        data += more
+    return data
+
+
+def _reap(pid: int, timeout: float) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() > deadline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            return
+        time.sleep(0.002)
+
+
+def exit_code(status: int) -> int:
+    """``os.waitstatus_to_exitcode`` (Python 3.9+), for 3.8 too."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return _UNKNOWN_EXIT
+
+
+# ---------------------------------------------------------------- the zygote itself
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the process that forked it exits."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
+class _Server:
+    """The zygote's loop: fork a worker per request, report each one's exit code."""
+
+    def __init__(self, sock: socket.socket, target: Callable[..., None], args: tuple) -> None:
+        self.sock = sock
+        self.target = target
+        self.args = args
+        self.status: Dict[int, int] = {}    # worker pid -> write end of its status pipe
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the pool's business
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD, signal.SIGTERM})
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        try:
+            self._loop()
+        finally:
+            for pid in list(self.status):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self._reap_all(block=True)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                ready, _, _ = select.select([self.sock, self.wake_r], [], [])
+            except InterruptedError:
+                continue
+            if self.wake_r in ready:
+                try:
+                    os.read(self.wake_r, 4096)
+                except BlockingIOError:
+                    pass
+            self._reap_all(block=False)
+            if self.sock not in ready:
+                continue
+            try:
+                head = _recv_exact(self.sock, 5)
+            except (OSError, EOFError):
+                return  # the caller's process is gone: so are we
+            kind, index = head[:1], struct.unpack("<i", head[1:])[0]
+            if kind != b"s":
+                return
+            fds = reduction.recvfds(self.sock, 3)
+            self._fork_worker(index, *fds)
+
+    def _fork_worker(self, index: int, task_fd: int, result_fd: int, status_w: int) -> None:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in (task_fd, result_fd, status_w):
+                os.close(fd)
+            self.sock.sendall(struct.pack("<ii", -1, exc.errno or 0))
+            return
+        if pid == 0:
+            self._become_worker(index, task_fd, result_fd, status_w)  # never returns
+        try:
+            os.setpgid(pid, pid)   # (the child does it too: whoever is first wins the race)
+        except OSError:
+            pass
+        os.close(task_fd)
+        os.close(result_fd)
+        self.status[pid] = status_w
+        self.sock.sendall(struct.pack("<ii", pid, 0))
+
+    def _become_worker(self, index: int, task_fd: int, result_fd: int, status_w: int) -> None:
+        code = 1
+        try:
+            try:
+                os.setpgid(0, 0)
+            except OSError:
+                pass
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in [self.wake_r, self.wake_w, status_w, *self.status.values()]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            zygote = os.getppid()
+            self.sock.close()
+            _die_with_parent()
+            if os.getppid() != zygote:   # the zygote died before prctl: follow it
+                os._exit(70)
+            _become_worker_process(index)
+            self.target(index, task_fd, result_fd, *self.args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            try:
+                traceback.print_exc()
+            except BaseException:
+                pass
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except BaseException:
+                    pass
+            os._exit(code)
+
+    def _reap_all(self, block: bool) -> None:
+        while self.status:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                for fd in self.status.values():
+                    os.close(fd)
+                self.status.clear()
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            fd = self.status.pop(pid, None)
+            if fd is None:
+                continue
+            try:
+                os.write(fd, _STATUS.pack(exit_code(status)))
+            except OSError:
+                pass
+            os.close(fd)
+
+
+def _become_worker_process(index: int) -> None:
+    """What ``multiprocessing`` does in a child it forks, so that code that asks
+    ``multiprocessing.current_process()`` (or uses objects it inherited, such as a
+    ``multiprocessing.Lock`` or a manager proxy) sees a worker, as under ``Pool``."""
+    try:
+        from multiprocessing import process, util
+        me = process.BaseProcess.__new__(process.BaseProcess)
+        me._identity = (index + 1,)
+        me._config = dict(process._current_process._config)
+        me._config["daemon"] = True    # like Pool workers: no child processes of their own
+        me._parent_pid = os.getppid()
+        me._parent_name = "MainProcess"
+        me._popen = None
+        me._closed = False
+        me._target = None
+        me._args = ()
+        me._kwargs = {}
+        me._name = f"ParallelBarWorker-{index + 1}"
+        process._current_process = me
+        process._children = set()
+        util._finalizer_registry.clear()
+        util._run_after_forkers()
+    except Exception:  # best effort: private parts of multiprocessing
+        log.debug("could not set up multiprocessing's view of the worker", exc_info=True)

@@ -1,0 +1,197 @@
+"""Fork semantics without fork's danger: the zygote, process groups, and how a
+worker finds the caller's code."""
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import tasks
+from parallelbar_clone import (ParallelBarError, ProgressPool, SerializationError,
+                               TaskTimeoutError, WorkerDiedError, progress_map)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+METHODS = [m for m in ("fork", "spawn", "forkserver")
+           if m in multiprocessing.get_all_start_methods()]
+
+
+def run_script(name, *args, notebook=False, timeout=120, python=sys.executable, flags=()):
+    path = os.path.join(HERE, name)
+    env = dict(os.environ, PB_REPO=REPO)
+    if notebook:
+        with open(path) as f:
+            argv = [python, *flags, "-c", f"exec(compile({f.read()!r}, '<cell>', 'exec'))"]
+    else:
+        argv = [python, *flags, path]
+    done = subprocess.run(argv + list(args), env=env, cwd=HERE, capture_output=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return done.stdout.decode()
+
+
+def test_fork_warning_comes_only_from_the_callers_own_threads():
+    """Python 3.12+ warns when a multi-threaded process forks. Sequential calls, a pool
+    started while another pool's threads run, and respawns must not trip it; with a
+    thread of the caller's own alive it is the caller's warning and does show (on
+    Python < 3.12 there is no such warning at all)."""
+    out = run_script("fork_warning_script.py", flags=("-W", "error::DeprecationWarning"))
+    assert "ours: 0 []" in out
+    assert f"theirs: {1 if sys.version_info >= (3, 12) else 0}" in out
+
+
+@pytest.mark.timeout(200)
+def test_zygote_is_forked_while_our_threads_hold_no_lock():
+    """Another pool's bar thread writes to a stderr whose lock it holds 20 ms at a
+    time; 15 pools started meanwhile must all finish (without the fork gate, a few of
+    them inherit the held lock and their workers hang: run the script with
+    ``nogate`` to see it)."""
+    assert "hung 0 of 15" in run_script("fork_gate_script.py", timeout=180)
+
+
+@pytest.mark.parametrize("notebook", [False, True], ids=["script", "notebook"])
+@pytest.mark.parametrize("context", METHODS)
+def test_functions_defined_or_redefined_while_a_pool_lives(context, notebook):
+    out = run_script("main_state_script.py", context, notebook=notebook)
+    first, redefined, late, under_guard = json.loads(out.split("RESULT ", 1)[1])
+    assert first == [1, 2, 3]
+    # a forked worker knows the first definition by name; the new one goes by value.
+    # A spawned worker that imports the script finds the name there, as with Pool;
+    # without a file, everything goes by value.
+    stale = context != "fork" and not notebook
+    assert redefined == ([1, 2, 3] if stale else [100, 101, 102])
+    assert late == [200, 202, 204]         # sees the caller's f as it is now
+    assert under_guard == [0, 3, 6]         # not in the imported script: sent by value
+
+
+def _remember(source):
+    global _inherited
+    _inherited = source
+
+
+def _use_inherited(x):
+    return x * next(_inherited)
+
+
+def test_unpicklable_initargs_are_inherited_under_fork():
+    source = (2 for _ in iter(int, 1))   # a generator: neither pickle nor dill sends it
+    assert progress_map(_use_inherited, range(4), n_cpu=2, initializer=_remember,
+                        initargs=(source,), disable=True) == [0, 2, 4, 6]
+    with pytest.raises(SerializationError, match="initializer _remember or its initargs"):
+        progress_map(_use_inherited, range(4), n_cpu=2, initializer=_remember,
+                     initargs=(source,), disable=True, context="spawn")
+
+
+def test_unpicklable_function_is_inherited_by_a_one_call_pool():
+    source = (1 for _ in iter(int, 1))
+
+    def closure_over_a_generator(x):
+        return x + next(source)
+    assert progress_map(closure_over_a_generator, range(3), n_cpu=2,
+                        disable=True) == [1, 2, 3]
+    with pytest.raises(SerializationError, match="cannot be sent"):
+        progress_map(closure_over_a_generator, range(3), n_cpu=2, disable=True,
+                     context="spawn")
+
+
+def _start_sleep_then(x, fault):
+    child = subprocess.Popen(["sleep", "100"])
+    if x == 1:
+        if fault == "timeout":
+            time.sleep(60)
+        elif fault == "exit":
+            os._exit(3)
+        elif fault == "segfault":
+            import ctypes
+            import faulthandler
+            faulthandler.disable()
+            ctypes.string_at(0)
+    return child.pid
+
+
+def _grandchild_pids():
+    return [p.pid for p in psutil.Process().children(recursive=True)
+            if p.name() == "sleep" and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize("fault", ["timeout", "exit", "segfault", "none"])
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_processes_a_task_started_end_with_its_worker(context, fault):
+    import functools
+    func = functools.partial(_start_sleep_then, fault=fault)
+    result = progress_map(func, range(3), n_cpu=2, chunk_size=1, process_timeout=2,
+                          error_behavior="coerce", disable=True, context=context)
+    if fault != "none":
+        assert isinstance(result[1], (TaskTimeoutError, WorkerDiedError))
+    deadline = time.monotonic() + 3
+    while _grandchild_pids() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _grandchild_pids() == []
+
+
+PARENT_SCRIPT = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+import tasks
+from parallelbar_clone import ProgressPool
+with ProgressPool(n_cpu=2, context={context!r}, disable=True) as pool:
+    results = pool.imap(tasks.always_c_hangs, range(4), chunk_size=1)
+    print("started", flush=True)
+    next(results)
+"""
+
+
+@pytest.mark.parametrize("context", METHODS)
+def test_nothing_outlives_a_killed_caller(context):
+    """SIGKILL the caller (as an OOM kill or a closed terminal would): its zygote and
+    workers go too, within seconds."""
+    proc = subprocess.Popen([sys.executable, "-c",
+                             PARENT_SCRIPT.format(tests=HERE, context=context)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout.readline().strip() == b"started"
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 20
+    family = []
+    while time.monotonic() < deadline:
+        family = [p for p in parent.children(recursive=True)
+                  if "resource_tracker" not in " ".join(p.cmdline())]
+        if len(family) >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    family = parent.children(recursive=True)
+    assert len(family) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(family, timeout=5)
+    for p in alive:
+        p.kill()
+    assert not alive, [p.cmdline() for p in alive]
+
+
+def test_a_dead_zygote_is_a_clear_error_not_a_hang():
+    with ProgressPool(n_cpu=2, maxtasksperchild=1, disable=True) as pool:
+        assert pool.map(tasks.times_ten, range(4)) == [0, 10, 20, 30]
+        os.kill(pool._backend.zygote.pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(ParallelBarError, match="starts this pool's workers"):
+            pool.map(tasks.times_ten, range(20))
+        assert time.monotonic() - started < 5
+
+
+def test_workers_are_led_by_their_own_process_group():
+    pids = set(progress_map(tasks.pid_of, range(40), n_cpu=2, chunk_size=1, disable=True))
+    assert os.getpid() not in pids
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        groups = pool.map(_group_and_name, range(4), chunk_size=1)
+    assert all(pgid == pid for pid, pgid, _ in groups)
+    assert all(name.startswith("ParallelBarWorker-") for _, _, name in groups)
+
+
+def _group_and_name(x):
+    return os.getpid(), os.getpgid(0), multiprocessing.current_process().name
