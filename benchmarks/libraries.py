@@ -144,9 +144,9 @@ def _ours_map(func, tasks, w):
     return progress_map(func, tasks, n_cpu=w)
 
 
-def _ours_map_fork(func, tasks, w):
+def _ours_map_forkserver(func, tasks, w):
     from parallelbar_clone import progress_map
-    return progress_map(func, tasks, n_cpu=w, context="fork")
+    return progress_map(func, tasks, n_cpu=w, context="forkserver")
 
 
 def _ours_imap(func, tasks, w):
@@ -224,8 +224,8 @@ def all_libs() -> Dict[str, Lib]:
         Lib("ours.map.memory", "ours progress_map memory_limit='1GB'", _ours_map_memory,
             peer=False, bars=True, start_method=ours_method),
         # Start-up only:
-        Lib("ours.map.fork", "ours progress_map context='fork'", _ours_map_fork, peer=False,
-            bars=True, start_method="fork"),
+        Lib("ours.map.forkserver", "ours progress_map context='forkserver'",
+            _ours_map_forkserver, peer=False, bars=True, start_method="forkserver"),
         Lib("pool.map.reused", "multiprocessing Pool.map (reused pool)", _pool_map_reused,
             peer=False, bars=False, reused=_open_pool, start_method=mp_default,
             note="pool start not timed"),

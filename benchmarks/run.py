@@ -5,44 +5,51 @@ Every repetition runs each library once, in a rotated order (A B C, B C A, ...),
 so slow drift of the machine (turbo, cache, other load) is shared by all of
 them instead of landing on whoever ran last. stderr is sent to /dev/null during
 every timed call, so drawing progress bars costs its CPU time but not the
-terminal's speed. Results are checked against the expected values after each
-call (outside the timed region); a library that raises, times out, returns a
-wrong result or is not installed is reported as ``n/a (reason)`` and the run
-goes on.
+terminal's speed. Results are checked after each call (outside the timed
+region): every task's output differs from its input, the order is checked for
+ordered calls, duplicates and missing results for unordered ones. A library that
+raises, times out, returns a wrong result or is not installed is reported as
+``n/a (reason)`` and the run goes on.
 
-    python benchmarks/run.py                  # everything, about 5-10 minutes on 2 cores
-    python benchmarks/run.py --quick          # under about 2 minutes
+    python benchmarks/run.py                  # everything: 27 minutes on a busy 2-core VM
+    python benchmarks/run.py --quick          # about 4 minutes
     python benchmarks/run.py --only trivial,skewed --reps 3 --markdown out.md
 
-See benchmarks/README.md for what each workload measures.
+The output starts with the command, the commit and the machine, and ends with a
+summary in the layout of the README's tables. See benchmarks/README.md for what
+each workload measures.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import gc
 import itertools
 import multiprocessing
 import os
-import platform
-import signal
 import statistics
 import sys
 import threading
 import traceback
 from time import perf_counter
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # so `python -m benchmarks.run` and workers can import bench_tasks
     sys.path.insert(0, HERE)
 
 import bench_tasks  # noqa: E402
+import checkpoint_overhead  # noqa: E402
 import libraries  # noqa: E402
-from bench_tasks import fibonacci, spin, square  # noqa: E402
+import pool_measures  # noqa: E402
+from bench_tasks import fibonacci, invert, spin, spin_total  # noqa: E402
+from checks import ResultError, StreamCheck, expect  # noqa: E402
+from harness import (PROBLEMS, CallTimeout, Contender, call_limit, describe,  # noqa: E402
+                     failure_reason, log, quiet_stderr, rotate, settings)
+from report import (command_line, fmt_ms, fmt_rate, fmt_ratio, fmt_s,  # noqa: E402
+                    load_average, machine_lines, md_table, spread)
 
-WORKLOADS = ("startup", "trivial", "cpu", "skewed", "stream", "scaling")
+WORKLOADS = ("startup", "pool-start", "respawn", "trivial", "cpu", "waiting", "skewed",
+             "stream", "stream-rate", "scaling", "checkpoint")
 
 # Table order of the entries timed in workloads 1-3.
 MAIN_KEYS = ("pool.map", "pool.imap", "ppe.map", "tqdm.process_map", "pb.progress_map",
@@ -51,67 +58,17 @@ MAIN_KEYS = ("pool.map", "pool.imap", "ppe.map", "tqdm.process_map", "pb.progres
              "ours.map.memory")
 STARTUP_KEYS = ("pool.map", "pool.map.reused", "ppe.map", "tqdm.process_map",
                 "pb.progress_map", "pb.progress_imap", "mpire.map", "pebble.map", "joblib",
-                "ours.map", "ours.imap", "ours.map.fork", "ours.reused.map",
+                "ours.map", "ours.imap", "ours.map.forkserver", "ours.reused.map",
                 "ours.reused.imapu")
 SCALING_KEYS = ("pool.map", "ours.map", "ours.imap")
 
-PROBLEMS: List[str] = []
-VERBOSE = False
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# ====================================================================== guards
-class CallTimeout(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def call_limit(seconds: Optional[float]) -> Iterator[None]:
-    """Raise CallTimeout in the main thread if the block runs past ``seconds``."""
-    if not seconds or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise CallTimeout(f"no result after {seconds:g} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-@contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """fd 2 -> /dev/null for the block (bars are drawn, but not to a terminal)."""
-    try:
-        sys.stderr.flush()
-    except Exception:
-        pass
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    try:
-        yield
-    finally:
-        try:
-            sys.stderr.flush()
-        except Exception:
-            pass
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ").replace("|", "/")
-    return text if len(text) <= 140 else text[:137] + "..."
+# The README's speed table, filled in by the workloads as they run: row -> column -> cell.
+SUMMARY_COLUMNS = (("pool.map", "Pool.map"), ("ours.map", "ours progress_map"),
+                   ("ours.imap", "ours progress_imap"),
+                   ("pb", "parallelbar 2.5 map / imap"), ("tqdm.process_map", "tqdm process_map"),
+                   ("pebble.map", "pebble"), ("joblib", "joblib"), ("mpire.map", "mpire"))
+SUMMARY: Dict[str, Dict[str, str]] = {}
+SUMMARY_NOTES: List[str] = []
 
 
 # ====================================================================== cases
@@ -146,26 +103,6 @@ class Case:
         log(f"    !! {self.label} {self.tag}: {reason}")
 
 
-def checker(expected: Sequence[Any], ordered: bool) -> Callable[[Any], None]:
-    expected = list(expected)
-    sorted_expected: List[Any] = []
-
-    def check(result: Any) -> None:
-        got = list(result)
-        if len(got) != len(expected):
-            raise AssertionError(f"{len(got)} results for {len(expected)} tasks")
-        if ordered:
-            if got != expected:
-                i = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
-                raise AssertionError(f"result[{i}] is {got[i]!r}, expected {expected[i]!r}")
-        else:
-            if not sorted_expected:
-                sorted_expected.extend(sorted(expected))
-            if sorted(got) != sorted_expected:
-                raise AssertionError("results are not the expected multiset")
-    return check
-
-
 def one_call(case: Case, timeout: Optional[float], section: str) -> Optional[float]:
     """Time one call of ``case``; on failure mark it and return None."""
     result: Any = None
@@ -176,20 +113,13 @@ def one_call(case: Case, timeout: Optional[float], section: str) -> Optional[flo
                 start = perf_counter()
                 result = case.lib(case.func, case.tasks, case.workers)
                 elapsed = perf_counter() - start
+        case.check(result)
     except KeyboardInterrupt:
         raise
-    except CallTimeout as exc:
-        case.fail(f"hung: {exc}", section)
-        return None
     except BaseException as exc:
-        if VERBOSE:
+        if settings.verbose and not isinstance(exc, (CallTimeout, ResultError)):
             traceback.print_exc()
-        case.fail(describe(exc), section)
-        return None
-    try:
-        case.check(result)
-    except AssertionError as exc:
-        case.fail(f"wrong result: {exc}", section)
+        case.fail(failure_reason(exc), section)
         return None
     finally:
         del result
@@ -235,40 +165,6 @@ def run_cases(cases: List[Case], reps: int, timeout: Optional[float], section: s
 
 
 # ====================================================================== output
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    numeric = ("median", "min–max", "×", "/s", "MB", "efficiency")
-    align = ["---"] + ["--:" if any(m in h for m in numeric) else "---" for h in headers[1:]]
-    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def fmt_s(x: Optional[float]) -> str:
-    if x is None:
-        return "n/a"
-    if x >= 100:
-        return f"{x:.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    return f"{x:.3f}" if x >= 0.1 else f"{x:.4f}"
-
-
-def fmt_ms(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{x * 1000:.1f}"
-
-
-def fmt_ratio(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{x:.2f}×"
-
-
-def fmt_rate(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:.2f} M"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f} k"
-    return f"{x:.0f}"
-
-
 def time_rows(cases: List[Case], baseline: Optional[float], *, ideal: Optional[float] = None,
               n_tasks: Optional[int] = None, ms: bool = False) -> List[List[str]]:
     fmt = fmt_ms if ms else fmt_s
@@ -287,8 +183,7 @@ def time_rows(cases: List[Case], baseline: Optional[float], *, ideal: Optional[f
             row.append(case.note or case.lib.note)
             rows.append(row)
             continue
-        spread = f"{fmt(min(case.times))}–{fmt(max(case.times))}"
-        row = [who, bar, case.lib.start_method, fmt(med), spread,
+        row = [who, bar, case.lib.start_method, fmt(med), spread(case.times, fmt),
                fmt_ratio(med / baseline) if baseline else "n/a"]
         if ideal is not None:
             row.append(fmt_ratio(med / ideal))
@@ -300,76 +195,11 @@ def time_rows(cases: List[Case], baseline: Optional[float], *, ideal: Optional[f
     return rows
 
 
-def baseline_of(cases: List[Case], key: str = "pool.map") -> Optional[float]:
+def baseline_of(cases: List[Case], key: str = "pool.map", tag: str = "") -> Optional[float]:
     for case in cases:
-        if case.lib.key == key:
+        if case.lib.key == key and case.tag == tag:
             return case.median()
     return None
-
-
-# ====================================================================== machine
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def source_state() -> str:
-    """The commit of parallelbar_clone's source, and whether it has local changes."""
-    import subprocess
-    root = os.path.dirname(HERE)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "parallelbar_clone"],
-                               cwd=root, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-    except Exception:
-        return "unknown (no git)"
-    if not commit:
-        return "unknown (not a git checkout)"
-    return commit + (" + uncommitted changes in parallelbar_clone/" if dirty else "")
-
-
-def machine_lines(args: argparse.Namespace) -> List[str]:
-    try:
-        import psutil
-        mem = f"{psutil.virtual_memory().total / 2 ** 30:.1f} GiB RAM"
-    except Exception:
-        mem = "RAM unknown"
-    try:
-        from parallelbar_clone.options import default_context
-        ours = default_context()
-    except Exception:
-        ours = "?"
-    vers = libraries.versions()
-    return [
-        f"- Machine: {cpu_model()}; {os.cpu_count()} logical CPUs ({usable_cpus()} usable); {mem}",
-        f"- Python {platform.python_version()} ({platform.python_implementation()}) on "
-        f"{platform.system()} {platform.release()}",
-        f"- Start methods: multiprocessing default `{multiprocessing.get_start_method()}`, "
-        f"parallelbar_clone default `{ours}`",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
-        f"- parallelbar_clone source: {source_state()}",
-        f"- Settings: workers={args.workers}, reps={args.reps}"
-        f"{' (--quick)' if args.quick else ''}, per-call limit {args.call_timeout:g} s, "
-        f"run at {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
-        "- Times are medians over the repetitions (wall clock, pool start and shutdown "
-        "included unless the row says 'reused'); every round runs each library once, "
-        "in a rotated order; stderr goes to /dev/null during each timed call.",
-    ]
 
 
 # ====================================================================== workloads
@@ -378,12 +208,29 @@ def pick(libs: Dict[str, libraries.Lib], keys: Sequence[str], skip_peers: bool
     return [libs[k] for k in keys if not (skip_peers and libs[k].peer)]
 
 
+def summary_row(row: str, cases: List[Case], cell: Callable[[Case], str]) -> None:
+    """Fill one row of the README-layout summary from ``cases``."""
+    def find(key: str) -> Optional[Case]:
+        found = [c for c in cases if c.lib.key == key]
+        return found[0] if found else None
+
+    out: Dict[str, str] = {}
+    for key, _ in SUMMARY_COLUMNS:
+        keys = ("pb.progress_map", "pb.progress_imap") if key == "pb" else (key,)
+        cells = []
+        for k in keys:
+            case = find(k)
+            cells.append("" if case is None else "n/a" if case.median() is None else cell(case))
+        out[key] = " / ".join(cells) if any(cells) else ""
+    SUMMARY[row] = out
+
+
 def wl_startup(args: argparse.Namespace, libs: Dict[str, libraries.Lib],
                cold: List[Tuple[str, str, Optional[float], str]]) -> str:
     tasks = list(range(10))
-    check = checker([square(x) for x in tasks], ordered=True)
-    check_u = checker([square(x) for x in tasks], ordered=False)
-    cases = [Case(lib, square, tasks, args.workers, check if lib.ordered else check_u)
+    check = expect(tasks, [invert(x) for x in tasks], ordered=True)
+    check_u = expect(tasks, [invert(x) for x in tasks], ordered=False)
+    cases = [Case(lib, invert, tasks, args.workers, check if lib.ordered else check_u)
              for lib in pick(libs, STARTUP_KEYS, args.skip_peers)]
     reps = max(6, 2 * args.reps) if not args.quick else max(4, args.reps)
     run_cases(cases, reps, args.call_timeout, "startup")
@@ -392,44 +239,91 @@ def wl_startup(args: argparse.Namespace, libs: Dict[str, libraries.Lib],
     for label, method, value, note in cold:
         rows.append([label, "yes" if "ours" in label else "no", method, fmt_ms(value), "",
                      fmt_ratio(value / base) if value and base else "n/a", note])
+    summary_row("one call on 10 tasks (start-up)", cases,
+                lambda c: f"{fmt_ms(c.median())} ms")
+    reused = {c.lib.key: c.median() for c in cases
+              if c.lib.key in ("ours.reused.map", "pool.map.reused")}
+    if reused.get("ours.reused.map") and reused.get("pool.map.reused"):
+        SUMMARY_NOTES.append(
+            f"A reused pool answers a 10-task call in {fmt_ms(reused['ours.reused.map'])} ms "
+            f"(ours `ProgressPool.map`) against {fmt_ms(reused['pool.map.reused'])} ms "
+            f"(`Pool.map`); the first call in the process: "
+            + ", ".join(f"{label.split(',')[0]} {fmt_ms(value)} ms"
+                        for label, _, value, _ in cold) + " (one sample each).")
     head = ["library / call", "bar", "start", "median ms", "min–max ms", "× Pool.map", "notes"]
-    return (f"## Start-up: one call on 10 trivial tasks, {args.workers} workers, "
+    return (f"## Start-up (`startup`): one call on 10 trivial tasks, {args.workers} workers, "
             f"{reps} rounds\n\n" + md_table(head, rows))
 
 
 def wl_trivial(args: argparse.Namespace, libs: Dict[str, libraries.Lib]) -> str:
     n = 50_000 if args.quick else 200_000
-    small = 5_000 if args.quick else 10_000  # its chunk_size=1 costs ~1 ms a task
+    small = 5_000 if args.quick else 10_000  # published progress_imap's chunk_size=1: ~1 ms a task
     tasks = list(range(n))
-    expected = [square(x) for x in tasks]
+    expected = [invert(x) for x in tasks]
     cases = []
     for lib in pick(libs, MAIN_KEYS, args.skip_peers):
         if lib.key == "pb.progress_imap":
-            cases.append(Case(lib, square, tasks[:small], args.workers,
-                              checker(expected[:small], True), scale=n / small,
-                              note=f"measured on {small:,} tasks, time ×{n / small:g}"))
+            cases.append(Case(lib, invert, tasks[:small], args.workers,
+                              expect(tasks[:small], expected[:small], True), tag="small",
+                              note=f"measured on {small:,} tasks only"))
         else:
-            cases.append(Case(lib, square, tasks, args.workers, checker(expected, lib.ordered)))
+            cases.append(Case(lib, invert, tasks, args.workers,
+                              expect(tasks, expected, lib.ordered)))
+        if lib.key == "pool.map":   # the same baseline on the small N, for a measured ratio
+            base_small = Case(lib, invert, tasks[:small], args.workers,
+                              expect(tasks[:small], expected[:small], True), tag="small",
+                              note=f"on {small:,} tasks")
+    if "pb.progress_imap" in [c.lib.key for c in cases]:
+        cases.append(base_small)
     run_cases(cases, args.reps, args.call_timeout, "trivial")
+    base = baseline_of(cases)
+    main = [c for c in cases if c.tag != "small"]
+    rows = time_rows(main, base, n_tasks=n)
     head = ["library / call", "bar", "start", "median s", "min–max s", "× Pool.map",
             "tasks/s", "notes"]
-    rows = time_rows(cases, baseline_of(cases), n_tasks=n)
-    return (f"## 1. Trivial tasks: {n:,} × `x*x`, {args.workers} workers\n\n"
+    text = (f"## Trivial tasks (`trivial`): {n:,} × `invert` (`~x`), {args.workers} workers\n\n"
             + md_table(head, rows))
+    small_cases = [c for c in cases if c.tag == "small"]
+    small_base = baseline_of(cases, tag="small")
+    if small_cases:
+        text += (f"\n\nPublished `progress_imap` sends one task at a time (chunk_size=1), so it "
+                 f"runs on the first {small:,} tasks only, in the same rounds, against "
+                 f"`Pool.map` on those {small:,} tasks (measured, not scaled):\n\n"
+                 + md_table(head, time_rows(small_cases, small_base, n_tasks=small)))
+
+    def cell(case: Case) -> str:
+        if case.tag == "small":
+            return (f"{fmt_ratio(case.median() / small_base) if small_base else 'n/a'} "
+                    f"(on {small:,} tasks, {fmt_rate(small / case.median())} tasks/s)")
+        return fmt_s(case.median()) + " s" if case.lib.key == "pool.map" \
+            else fmt_ratio(case.median() / base) if base else "n/a"
+    summary_row(f"{n:,} trivial tasks", cases, cell)
+    extra = {c.lib.key: c.median() for c in cases
+             if c.lib.key in ("ours.map.timeout", "ours.map.memory")}
+    if base and all(extra.get(k) for k in ("ours.map.timeout", "ours.map.memory")):
+        SUMMARY["same, `process_timeout=60` / `memory_limit='1GB'`"] = {
+            "ours.map": f"{fmt_ratio(extra['ours.map.timeout'] / base)} / "
+                        f"{fmt_ratio(extra['ours.map.memory'] / base)}"}
+    return text
 
 
 def wl_cpu(args: argparse.Namespace, libs: Dict[str, libraries.Lib]) -> str:
     n = 1_000 if args.quick else 3_000
     iterations, per_task = bench_tasks.calibrate_spin(0.001)
     tasks = [iterations] * n
+    expected = [spin_total(iterations)] * n
     ideal = n * per_task / args.workers
-    cases = [Case(lib, spin, tasks, args.workers, checker(tasks, lib.ordered))
+    cases = [Case(lib, spin, tasks, args.workers, expect(tasks, expected, lib.ordered))
              for lib in pick(libs, MAIN_KEYS, args.skip_peers)]
     run_cases(cases, args.reps, args.call_timeout, "cpu")
     head = ["library / call", "bar", "start", "median s", "min–max s", "× Pool.map",
             "× ideal", "notes"]
-    rows = time_rows(cases, baseline_of(cases), ideal=ideal)
-    return (f"## 2. CPU-bound tasks: {n:,} × busy loop of {per_task * 1000:.3f} ms "
+    base = baseline_of(cases)
+    rows = time_rows(cases, base, ideal=ideal)
+    summary_row(f"{n:,} tasks of {per_task * 1000:.2f} ms", cases,
+                lambda c: fmt_s(c.median()) + " s" if c.lib.key == "pool.map"
+                else fmt_ratio(c.median() / base) if base else "n/a")
+    return (f"## CPU-bound tasks (`cpu`): {n:,} × busy loop of {per_task * 1000:.3f} ms "
             f"(measured serially), {args.workers} workers\n\n"
             f"Ideal (N × task time / workers): {fmt_s(ideal)} s.\n\n" + md_table(head, rows))
 
@@ -446,20 +340,22 @@ def wl_skewed(args: argparse.Namespace, libs: Dict[str, libraries.Lib]) -> str:
         durations.append(perf_counter() - start)
     serial = sum(durations)
     ideal = max(max(durations), serial / args.workers)
-    cases = [Case(lib, fibonacci, tasks, args.workers, checker(expected, lib.ordered))
+    cases = [Case(lib, fibonacci, tasks, args.workers, expect(tasks, expected, lib.ordered))
              for lib in pick(libs, MAIN_KEYS, args.skip_peers)]
     run_cases(cases, args.reps, args.call_timeout, "skewed")
     head = ["library / call", "bar", "start", "median s", "min–max s", "× Pool.map",
             "× ideal", "notes"]
     rows = time_rows(cases, baseline_of(cases), ideal=ideal)
-    return (f"## 3. Skewed tasks: fibonacci(30), then {k} × each of fibonacci(20)…(27) in "
+    summary_row(f"skewed (fib(30), then {len(tasks) - 1} rising), × ideal", cases,
+                lambda c: fmt_ratio(c.median() / ideal))
+    return (f"## Skewed tasks (`skewed`): fibonacci(30), then {k} × each of fibonacci(20)…(27) in "
             f"ascending order ({len(tasks)} tasks, the heaviest last), {args.workers} workers\n\n"
             f"Each task timed serially once: sum {fmt_s(serial)} s, longest "
             f"{fmt_s(max(durations))} s (fibonacci(30)); ideal = max(longest, sum / workers) "
             f"= {fmt_s(ideal)} s.\n\n" + md_table(head, rows))
 
 
-# ---------------------------------------------------------------- 4. streaming
+# ---------------------------------------------------------------- streaming
 def _rss_reader() -> Callable[[], int]:
     try:
         import psutil
@@ -502,108 +398,85 @@ class RssSampler(threading.Thread):
         return self.peak - self.baseline, now - self.baseline
 
 
-def _consume(iterator: Any, n: int) -> Tuple[int, int]:
-    count = total = 0
-    for value in iterator:
-        count += 1
-        total += value
-        if count >= n:
-            break
-    return count, total
-
-
-def stream_ours(n: int, workers: int, ordered: bool) -> Tuple[int, int]:
+def stream_ours(check: StreamCheck, workers: int, ordered: bool) -> None:
     from parallelbar_clone import ProgressPool
     with ProgressPool(n_cpu=workers) as pool:
         method = pool.imap if ordered else pool.imap_unordered
-        it = method(square, itertools.count())
+        it = method(invert, itertools.count())
         try:
-            return _consume(it, n)
+            check.consume(it)
         finally:
             it.close()
 
 
-def stream_pool(n: int, workers: int) -> Tuple[int, int]:
+def stream_pool(check: StreamCheck, workers: int) -> None:
     with multiprocessing.Pool(workers) as pool:
-        it = pool.imap_unordered(square, itertools.count(), chunksize=1000)
-        return _consume(it, n)
+        check.consume(pool.imap_unordered(invert, itertools.count(), chunksize=1000))
+
+
+def _stream_sample(n: int, ordered: bool, run: Callable[[StreamCheck], None]
+                   ) -> Callable[[], Dict[str, float]]:
+    def sample() -> Dict[str, float]:
+        check = StreamCheck(n, ordered=ordered, finite=False)   # before the RSS baseline
+        gc.collect()
+        sampler = RssSampler()
+        sampler.start()
+        try:
+            start = perf_counter()
+            run(check)
+            elapsed = perf_counter() - start
+        finally:
+            peak, end = sampler.finish()
+        check.verify()
+        return {"time": elapsed, "peak": peak, "end": end}
+    return sample
 
 
 def wl_stream(args: argparse.Namespace, libs: Dict[str, libraries.Lib]) -> str:
-    n = args.stream_n
-    expected_sum = (n - 1) * n * (2 * n - 1) // 6  # 0² + ... + (n-1)²
-    entries: List[Dict[str, Any]] = [
-        dict(label="ours ProgressPool.imap_unordered", peer=False, ordered=False,
-             call=lambda: stream_ours(n, args.workers, False),
-             note="input: endless itertools.count(); stop after N results", exact=False),
-        dict(label="ours ProgressPool.imap (ordered)", peer=False, ordered=True,
-             call=lambda: stream_ours(n, args.workers, True),
-             note="input: endless itertools.count(); stop after N results", exact=True),
-        dict(label="multiprocessing Pool.imap_unordered", peer=False, ordered=False,
-             call=lambda: stream_pool(n, args.workers),
-             note="input: endless itertools.count(); stop after N results; chunksize=1000",
-             exact=False),
+    n, w = args.stream_n, args.workers
+    note = "input: endless itertools.count(); stop after N results"
+    contenders = [
+        Contender("ours ProgressPool.imap_unordered",
+                  _stream_sample(n, False, lambda c: stream_ours(c, w, False)), note=note),
+        Contender("ours ProgressPool.imap (ordered)",
+                  _stream_sample(n, True, lambda c: stream_ours(c, w, True)), note=note),
+        Contender("multiprocessing Pool.imap_unordered",
+                  _stream_sample(n, False, lambda c: stream_pool(c, w)),
+                  note=note + "; chunksize=1000"),
     ]
-    if args.skip_peers:
-        entries = [e for e in entries if not e["peer"]]
-    for e in entries:
-        e.update(times=[], peaks=[], ends=[], error=None)
     reps = max(1, min(args.reps, 3))
-    for rep in range(reps):
-        log(f"  stream: round {rep + 1}/{reps}")
-        shift = rep % len(entries)
-        for e in entries[shift:] + entries[:shift]:
-            if e["error"]:
-                continue
-            gc.collect()
-            sampler = RssSampler()
-            sampler.start()
-            try:
-                with quiet_stderr(), call_limit(args.call_timeout):
-                    start = perf_counter()
-                    count, total = e["call"]()
-                    elapsed = perf_counter() - start
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:
-                if VERBOSE:
-                    traceback.print_exc()
-                reason = (f"hung: {exc}" if isinstance(exc, CallTimeout) else describe(exc))
-                e["error"] = reason
-                PROBLEMS.append(f"[stream] {e['label']}: {reason}")
-                log(f"    !! {e['label']}: {reason}")
-                continue
-            finally:
-                peak, end = sampler.finish()
-            ok = count == n and (total == expected_sum if e["exact"] else total >= expected_sum)
-            if not ok:
-                e["error"] = f"wrong result: {count:,} results, sum {total} (expected " \
-                             f"{'' if e['exact'] else '>= '}{expected_sum})"
-                PROBLEMS.append(f"[stream] {e['label']}: {e['error']}")
-                continue
-            e["times"].append(elapsed)
-            e["peaks"].append(peak)
-            e["ends"].append(end)
+    rotate(contenders, reps, args.call_timeout, "stream", warm_up=False)
     rows = []
-    for e in entries:
-        if e["error"] or not e["times"]:
-            rows.append([e["label"], f"n/a ({e['error'] or 'no successful call'})", "", "",
-                         "", "", e["note"]])
+    mb = 2 ** 20
+    for c in contenders:
+        med = c.median("time")
+        if med is None:
+            rows.append([c.label, f"n/a ({c.error or 'no successful call'})", "", "", "", "",
+                         c.note])
             continue
-        med = statistics.median(e["times"])
-        rows.append([e["label"], fmt_s(med), f"{fmt_s(min(e['times']))}–{fmt_s(max(e['times']))}",
-                     fmt_rate(n / med) + "/s",
-                     f"{statistics.median(e['peaks']) / 2 ** 20:.1f}",
-                     f"{statistics.median(e['ends']) / 2 ** 20:.1f}", e["note"]])
-    head = ["library / call", "median s", "min–max s", "items/s", "peak RSS growth MB",
-            "RSS growth at end MB", "notes"]
-    return (f"## 4. Streaming: {n:,} trivial items through one pool, {args.workers} workers, "
-            f"{reps} rounds\n\nParent RSS sampled every 20 ms during each call, growth over "
-            f"the RSS just before it (median over rounds). Time includes pool start and "
-            f"shutdown.\n\n" + md_table(head, rows))
+        rows.append([c.label, fmt_s(med), spread(c.values("time")), fmt_rate(n / med) + "/s",
+                     f"{c.median('peak') / mb:.1f} ({max(c.values('peak')) / mb:.1f})",
+                     f"{c.median('end') / mb:.1f}", c.note])
+    ours, pool = contenders[0], contenders[2]
+    if ours.median("time") and pool.median("time"):
+        SUMMARY_NOTES.append(
+            f"Streaming {n:,} items through `ProgressPool.imap_unordered` from an endless "
+            f"generator ({w} workers, {reps} rounds): {fmt_rate(n / ours.median('time'))} "
+            f"items/s (`Pool.imap_unordered(chunksize=1000)`: "
+            f"{fmt_rate(n / pool.median('time'))}/s); the parent's RSS grew by "
+            f"{max(ours.values('peak')) / mb:.1f} MB at most (median of the peaks "
+            f"{ours.median('peak') / mb:.1f} MB).")
+    head = ["library / call", "median s", "min–max s", "items/s",
+            "peak RSS growth MB: median (max)", "RSS growth at end MB", "notes"]
+    return (f"## Streaming (`stream`): {n:,} trivial items through one pool, {w} workers, "
+            f"{reps} rotated rounds\n\nParent RSS sampled every 20 ms during each call, growth "
+            f"over the RSS just before it. Every result is checked as it arrives (ordered: "
+            f"result k is `~k`; unordered: no result twice, each the result of a task that "
+            f"was sent); the check's {n:,}-byte table is allocated before the baseline. "
+            f"Time includes pool start and shutdown.\n\n" + md_table(head, rows))
 
 
-# ---------------------------------------------------------------- 5. scaling
+# ---------------------------------------------------------------- scaling
 def wl_scaling(args: argparse.Namespace, libs: Dict[str, libraries.Lib]) -> str:
     cpus = os.cpu_count() or 1
     counts = [w for w in (1, 2, 4, 8, 16) if w <= cpus]
@@ -619,8 +492,9 @@ def wl_scaling(args: argparse.Namespace, libs: Dict[str, libraries.Lib]) -> str:
             n = max(w, int(round(target * w / per_task)))
             ideals[(name, w)] = (n, n * per_task / w)
             tasks = [iterations] * n
+            expected = [spin_total(iterations)] * n
             for lib in pick(libs, SCALING_KEYS, False):
-                cases.append(Case(lib, spin, tasks, w, checker(tasks, lib.ordered),
+                cases.append(Case(lib, spin, tasks, w, expect(tasks, expected, lib.ordered),
                                   tag=f"{name} w={w}"))
     run_cases(cases, args.reps, args.call_timeout, "scaling")
     head = ["task", "library / call"] + [f"w={w}: efficiency (median s; min–max s)"
@@ -636,27 +510,45 @@ def wl_scaling(args: argparse.Namespace, libs: Dict[str, libraries.Lib]) -> str:
                     row.append(f"n/a ({case.error or 'no successful call'})")
                 else:
                     row.append(f"{ideals[(name, w)][1] / med:.2f} ({fmt_s(med)}; "
-                               f"{fmt_s(min(case.times))}–{fmt_s(max(case.times))})")
+                               f"{spread(case.times)})")
             rows.append(row)
-    sizes_text = "; ".join(f"{name}: " + ", ".join(f"w={w}: {ideals[(name, w)][0]:,} tasks"
-                                                    for w in counts)
-                           for name, _, _ in sizes)
+    per_size = [(name, ", ".join(f"w={w}: {ideals[(name, w)][0]:,} tasks" for w in counts))
+                for name, _, _ in sizes]
+    sizes_text = "; ".join(f"{name}: {counts_text}" for name, counts_text in per_size)
     capped = "" if cpus >= 16 else f" (capped at os.cpu_count() = {cpus})"
-    return (f"## 5. Scaling: efficiency = ideal / actual, ideal = N × task time / workers"
+    return (f"## Scaling (`scaling`): efficiency = ideal / actual, ideal = N × task time / workers"
             f"{capped}\n\nN grows with the workers so the ideal is {target:g} s per call "
             f"({sizes_text}).\n\n" + md_table(head, rows))
+
+
+# ---------------------------------------------------------------- engine measures
+def engine_measure(measure: Callable[[argparse.Namespace], Tuple[str, List[str]]],
+                   args: argparse.Namespace) -> str:
+    """One of pool_measures' sections; its one-line results go to the summary."""
+    text, notes = measure(args)
+    SUMMARY_NOTES.extend(notes)
+    return text
+
+
+def wl_checkpoint(args: argparse.Namespace, libs: Dict[str, libraries.Lib]) -> str:
+    text, note = checkpoint_overhead.measure(args.checkpoint_n, args.reps, args.workers,
+                                             args.call_timeout)
+    if note:
+        SUMMARY_NOTES.append(note)
+    return text
 
 
 # ====================================================================== main
 def cold_calls(args: argparse.Namespace, libs: Dict[str, libraries.Lib]
                ) -> List[Tuple[str, str, Optional[float], str]]:
-    """The very first call in this process (ours starts its forkserver here)."""
+    """The very first call in this process."""
     out = []
     tasks = list(range(10))
     for key, label in (("ours.map", "ours progress_map, first call in the process"),
                        ("pool.map", "multiprocessing Pool.map, first call in the process")):
         lib = libs[key]
-        case = Case(lib, square, tasks, args.workers, checker([x * x for x in tasks], True))
+        case = Case(lib, invert, tasks, args.workers,
+                    expect(tasks, [invert(x) for x in tasks], True))
         elapsed = one_call(case, args.call_timeout, "startup")
         note = "one sample; starts the forkserver" if lib.start_method == "forkserver" \
             else "one sample"
@@ -664,24 +556,46 @@ def cold_calls(args: argparse.Namespace, libs: Dict[str, libraries.Lib]
     return out
 
 
+def summary_text() -> str:
+    """The README's speed table, from this run's numbers."""
+    if not SUMMARY and not SUMMARY_NOTES:
+        return ""
+    head = ["workload"] + [label for _, label in SUMMARY_COLUMNS]
+    rows = [[row] + [cells.get(key, "") for key, _ in SUMMARY_COLUMNS]
+            for row, cells in SUMMARY.items()]
+    parts = ["## Summary in the README's layout\n\nMedians of this run, each taken from "
+             "the detailed table of its workload."]
+    if rows:
+        parts[0] += (" In the table, ratios are × `Pool.map` (lower is faster) except in "
+                     "the skewed row, which is × ideal.")
+        parts.append(md_table(head, rows, numbers=True))
+    parts += [f"- {note}" for note in SUMMARY_NOTES]
+    return "\n\n".join(parts)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="fewer repetitions and smaller N (the whole run in about 2 minutes)")
+                   help="fewer repetitions and smaller N (the whole run in about 4 minutes)")
     p.add_argument("--reps", type=int, default=None,
                    help="repetitions per library and workload (default 5, --quick 2)")
     p.add_argument("--only", default="",
                    help="comma-separated workloads to run: " + ",".join(WORKLOADS))
     p.add_argument("--skip-peers", action="store_true",
-                   help="only ours and the multiprocessing.Pool.map baseline")
+                   help="only ours and the multiprocessing baselines")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     p.add_argument("--workers", type=int, default=2,
-                   help="workers for workloads 1-4 and start-up (default 2)")
+                   help="workers for every workload but scaling and respawn (default 2)")
     p.add_argument("--stream-n", type=int, default=None,
                    help="items for the streaming workload (default 2,000,000; --quick 500,000)")
     p.add_argument("--stream-10m", action="store_true",
                    help="stream 10,000,000 items (same as --stream-n 10000000)")
+    p.add_argument("--stream-rate-n", type=int, default=500_000,
+                   help="items of range(N) for the stream-rate workload (default 500,000)")
+    p.add_argument("--checkpoint-n", type=int, default=None,
+                   help="trivial tasks for the checkpoint workload (default 1,000,000; "
+                        "--quick 200,000)")
     p.add_argument("--call-timeout", type=float, default=None,
                    help="seconds one call may take before it counts as hung (default 120, "
                         "--quick 60)")
@@ -697,6 +611,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.stream_n = 10_000_000
     if args.stream_n is None:
         args.stream_n = 500_000 if args.quick else 2_000_000
+    if args.checkpoint_n is None:
+        args.checkpoint_n = 200_000 if args.quick else 1_000_000
+    if min(args.stream_n, args.stream_rate_n, args.checkpoint_n) < 1:
+        p.error("item counts must be at least 1")
     if args.call_timeout is None:
         args.call_timeout = 60.0 if args.quick else 120.0
     only = [x.strip() for x in args.only.split(",") if x.strip()]
@@ -707,20 +625,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def load_average() -> Optional[float]:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    global VERBOSE
     args = parse_args(argv)
-    VERBOSE = args.verbose
+    settings.verbose = args.verbose
     began = perf_counter()
     libs = libraries.all_libs()
-    header = "# parallelbar_clone benchmarks\n\n" + "\n".join(machine_lines(args))
+    command = command_line([sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
+    described = (f"workers={args.workers}, reps={args.reps}"
+                 f"{' (--quick)' if args.quick else ''}, per-call limit "
+                 f"{args.call_timeout:g} s, workloads: {', '.join(args.workloads)}")
+    header = ("# parallelbar_clone benchmarks\n\n" + "\n".join(machine_lines(described, command))
+              + "\n- Times are medians over the repetitions (wall clock, pool start and "
+              "shutdown included unless the row says 'reused'); every round runs each "
+              "contender once, in a rotated order; stderr goes to /dev/null during each "
+              "timed call. Each section ends with the load average around it: this "
+              f"benchmark alone accounts for about workers + 1 = {args.workers + 1}; more "
+              "means other processes competed for the CPUs.")
     print(header + "\n", flush=True)
     sections = [header]
     missing = sorted({lib.missing for lib in libs.values() if lib.missing})
@@ -728,14 +648,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         note = "Not installed (rows show n/a): " + "; ".join(missing)
         print(note + "\n", flush=True)
         sections.append(note)
-    log("warming up: first calls in this process")
-    cold = cold_calls(args, libs)
+    cold: List[Tuple[str, str, Optional[float], str]] = []
+    if "startup" in args.workloads:
+        log("warming up: first calls in this process")
+        cold = cold_calls(args, libs)
     runners = {"startup": lambda: wl_startup(args, libs, cold),
+               "pool-start": lambda: engine_measure(pool_measures.pool_start, args),
+               "respawn": lambda: engine_measure(pool_measures.respawn, args),
                "trivial": lambda: wl_trivial(args, libs),
                "cpu": lambda: wl_cpu(args, libs),
+               "waiting": lambda: engine_measure(pool_measures.waiting, args),
                "skewed": lambda: wl_skewed(args, libs),
                "stream": lambda: wl_stream(args, libs),
-               "scaling": lambda: wl_scaling(args, libs)}
+               "stream-rate": lambda: engine_measure(pool_measures.stream_rate, args),
+               "scaling": lambda: wl_scaling(args, libs),
+               "checkpoint": lambda: wl_checkpoint(args, libs)}
     try:
         for name in args.workloads:
             log(f"== {name}")
@@ -753,15 +680,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             load_after = load_average()
             if load_before is not None and load_after is not None:
                 text += (f"\n\n_Took {perf_counter() - t0:.0f} s. 1-minute load average "
-                         f"{load_before:.2f} before, {load_after:.2f} after (this benchmark "
-                         f"alone adds up to about workers + 1 = {args.workers + 1}; more means "
-                         f"other processes competed for the CPUs)._")
+                         f"{load_before:.2f} before, {load_after:.2f} after._")
             print(text + "\n", flush=True)
             sections.append(text)
     except KeyboardInterrupt:
         log("interrupted: writing what was measured so far")
         sections.append("_Interrupted._")
-    footer = [f"Total benchmark time: {perf_counter() - began:.0f} s."]
+    summary = summary_text()
+    if summary:
+        print(summary + "\n", flush=True)
+        sections.insert(1, summary)   # in the file: right after the header
+    load = load_average()
+    footer = [f"Total benchmark time: {perf_counter() - began:.0f} s; 1-minute load average "
+              f"at the end: {'unknown' if load is None else f'{load:.2f}'}."]
     if PROBLEMS:
         footer.append("\n## Problems seen\n\n" + "\n".join(f"- {p}" for p in PROBLEMS))
     text = "\n".join(footer)

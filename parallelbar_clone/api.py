@@ -89,7 +89,7 @@ def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict
         if mode == "map":
             result = pool.map(func, tasks, **kwargs)
         else:
-            result = pool._collect(pool._submit(func, tasks, mode, kwargs))
+            result = pool._gather(func, tasks, mode, kwargs)
         ok = True
         return result
     finally:

@@ -58,6 +58,8 @@ class Worker:
         self.last_heard = 0.0            # monotonic time of its last message
         self.chunks_done = 0
         self.slot_free = False           # its status slot was given back
+        self.task_mark: Any = None       # (run, position, start) of the task last seen...
+        self.task_rss = 0                # ...and its resident memory then (memory_limit)
 
     def unread(self) -> int:
         return sum(c.nbytes for c in self.inflight if c.done == c.start)

@@ -25,6 +25,7 @@ __all__ = [
     "InitializerError",
     "SerializationError",
     "RunTimeoutError",
+    "TaskExitError",
     "RemoteTraceback",
 ]
 
@@ -95,6 +96,19 @@ class SerializationError(ParallelBarError, pickle.PicklingError):
 
 class RunTimeoutError(ParallelBarError, multiprocessing.TimeoutError, TimeoutError):
     """The whole call ran past its ``timeout``; the pool was stopped."""
+
+
+class TaskExitError(ParallelBarError):
+    """A task called ``sys.exit()`` (or raised another exception that is not an
+    ``Exception``, such as ``KeyboardInterrupt``). That ends the task, not the
+    caller's program: in ``'raise'`` mode the caller gets this error, never a silent
+    exit with the task's status. ``code`` is what ``sys.exit`` was given."""
+
+    def __init__(self, message: str, *, code: object = None,
+                 original: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.original = original
 
 
 def signal_name(exitcode: Optional[int]) -> Optional[str]:

@@ -24,7 +24,9 @@ some value needs dill, a pickled list of per-value payloads (``b'L'`` + pickle o
 from __future__ import annotations
 
 import array
+import hashlib
 import json
+import logging
 import os
 import pickle
 import sqlite3
@@ -39,7 +41,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from . import serialize
 from .errors import ParallelBarError, RemoteTraceback, SerializationError
 
-__all__ = ["CheckpointMismatchError", "Journal", "Piece", "Checkpoint", "load_checkpoint"]
+log = logging.getLogger("parallelbar_clone")
+
+__all__ = ["CheckpointMismatchError", "Journal", "Piece", "Checkpoint", "load_checkpoint",
+           "task_digest", "has_sets"]
 
 SCHEMA_VERSION = 1
 APPLICATION = "parallelbar_clone.journal"
@@ -54,6 +59,51 @@ _FMT_LIST = b"L"
 
 PathLike = Union[str, "os.PathLike[str]"]
 _Row = Tuple[int, int, bytes, Optional[bytes], Optional[bytes], Optional[str]]
+
+
+# ------------------------------------------------------------------ task digests
+
+def _canonical(obj: Any) -> Any:
+    """obj with every set replaced by its sorted elements, so that equal tasks pickle to
+    equal bytes in every process (set order follows string hashes, which differ from
+    one interpreter to the next). Containers are walked; other objects are kept."""
+    kind = type(obj)
+    if kind is set or kind is frozenset:
+        return ("<set>", sorted(pickle.dumps(_canonical(e), 4) for e in obj))
+    if kind is list:
+        return [_canonical(e) for e in obj]
+    if kind is tuple:
+        return tuple(_canonical(e) for e in obj)
+    if kind is dict:
+        return ("<dict>", [(_canonical(k), _canonical(v)) for k, v in obj.items()])
+    return obj
+
+
+def task_digest(items: List[Any], canonical: bool = False) -> Optional[str]:
+    """A short digest of tasks' content; None if they cannot be pickled.
+
+    Set order follows string hashes, which differ between interpreters, so a task
+    holding a set of strings can digest differently in another process unless
+    ``canonical`` (slower) is asked for: see :func:`has_sets`."""
+    try:
+        data = pickle.dumps(_canonical(items) if canonical else items, serialize.PROTOCOL)
+    except Exception:
+        return None
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def has_sets(obj: Any, depth: int = 6) -> bool:
+    kind = type(obj)
+    if kind is set or kind is frozenset:
+        return True
+    if depth == 0:
+        return False
+    if kind is list or kind is tuple:
+        return any(has_sets(e, depth - 1) for e in obj)
+    if kind is dict:
+        return any(has_sets(k, depth - 1) or has_sets(v, depth - 1) for k, v in obj.items())
+    state = getattr(obj, "__dict__", None)
+    return isinstance(state, dict) and has_sets(state, depth - 1)
 
 
 class CheckpointMismatchError(ParallelBarError, ValueError):
@@ -198,7 +248,9 @@ def _encode_values(values: List[Any], start: int
     return _FMT_LIST + pickle.dumps(items, serialize.PROTOCOL), errors
 
 
-def _pack_failure(pos: int, exc: BaseException) -> Tuple[int, bytes, str, str, str]:
+def _pack_failure(pos: int, exc: Any) -> Tuple[int, bytes, str, str, str]:
+    if hasattr(exc, "pack") and not isinstance(exc, BaseException):   # an outcomes.Failure
+        return (pos,) + tuple(exc.pack())  # type: ignore[return-value]
     tb = getattr(exc, "traceback", None)
     if not isinstance(tb, str) or not tb:
         tb = _only_line(exc)
@@ -267,6 +319,13 @@ def _decode_row(start: int, n: int, vals: bytes, failures: Optional[bytes],
                     fails.setdefault(start + i, _unloadable(start + i, problem))
         else:
             values = loaded
+            for i, value in enumerate(values):   # a worker's blob: values dill carried
+                if isinstance(value, serialize.Dilled):
+                    try:
+                        values[i] = value.load()
+                    except Exception as problem:
+                        values[i] = None
+                        fails.setdefault(start + i, _unloadable(start + i, problem))
     dur: Optional[List[float]] = None
     if durations is not None:
         arr = array.array("d")
@@ -291,6 +350,13 @@ def _not_a_journal(path: str, why: str) -> CheckpointMismatchError:
     return CheckpointMismatchError(
         f"{path!r} is not a parallelbar_clone checkpoint journal ({why}); refusing to touch "
         f"it. Use another checkpoint path, or delete the file yourself if it is not needed.")
+
+
+def _damaged(path: str, exc: BaseException) -> CheckpointMismatchError:
+    return CheckpointMismatchError(
+        f"checkpoint {path!r} is damaged (SQLite says: {exc}); it cannot be resumed from. "
+        f"Pass overwrite_checkpoint=True to start afresh, or use another path (keep the "
+        f"damaged file if you want to try `sqlite3 {os.path.basename(path)} .recover`)")
 
 
 def _read_meta(conn: sqlite3.Connection) -> Dict[str, Any]:
@@ -367,6 +433,7 @@ class Journal:
         self._stopping = False
         self._error: Optional[BaseException] = None
         self._buffer: List[_Row] = []
+        self._pending: List[Tuple[Any, ...]] = []   # (background) pieces not yet encoded
         self._buffered_tasks = 0
         self._buffered_bytes = 0
         self._conn: Optional[sqlite3.Connection] = None
@@ -472,23 +539,39 @@ class Journal:
         order written; later pieces override earlier ones for the same position."""
         with self._conn_lock:
             self.flush()
-            rows = self._require().execute("SELECT start, n, vals, failures, durations, "
-                                           "digest FROM pieces ORDER BY id").fetchall()
+            try:
+                rows = self._require().execute("SELECT start, n, vals, failures, durations, "
+                                               "digest FROM pieces ORDER BY id").fetchall()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+                    raise
+                raise _damaged(self.path, exc) from exc
         return [_decode_row(*row) for row in rows]
 
     # ------------------------------------------------------------------ writing
 
-    def add(self, start: int, values: List[Any],
-            failures: Optional[Mapping[int, BaseException]],
+    def add(self, start: int, values: Optional[List[Any]],
+            failures: Optional[Mapping[int, Any]],
             durations: Optional[List[float]] = None,
             digest: Optional[str] = None,
-            pickled: Optional[bytes] = None) -> Dict[int, BaseException]:
+            pickled: Optional[bytes] = None, *, n: Optional[int] = None,
+            items: Optional[List[Any]] = None) -> Dict[int, BaseException]:
         """Buffer a piece: ``values[i]`` is the outcome of position ``start + i``;
-        ``failures`` maps absolute positions to exceptions. ``pickled``, if given, is
-        ``pickle.dumps(values)`` with None at failed positions, made already (by a
-        worker): it is stored as is. Returns the positions whose
-        values could not be stored, each with a :class:`SerializationError` (journalled
-        as that position's failure)."""
+        ``failures`` maps absolute positions to exceptions (or ``outcomes.Failure``
+        records). ``pickled``, if given, is ``pickle.dumps(values)`` with None at
+        failed positions, made already (by a worker): it is stored as is, and
+        ``values`` may be None (give ``n``). ``items``: the tasks, for their digest
+        when ``digest`` is not given.
+
+        Synchronous journals encode at once and return the positions whose values
+        could not be stored, each with a :class:`SerializationError` (journalled as
+        that position's failure). With ``background=True`` the encoding (which may
+        run the caller's ``__reduce__``) happens in the journal's thread, and such a
+        value is journalled as a failure while the run keeps it: ``{}`` is returned."""
+        if values is None:
+            if pickled is None or n is None:
+                raise ValueError("give the values, or their pickle and n")
+            values = [None] * n
         values = list(values)
         n = len(values)
         if durations is not None and len(durations) != n:
@@ -502,6 +585,21 @@ class Journal:
             return {}
         if self._error is not None:
             raise self._error
+        if self._flusher is not None:   # encode in the journal's thread, not the caller's
+            with self._lock:
+                self._require()
+                self._pending.append((start, values, dict(failures or {}),
+                                      None if durations is None else list(durations), digest,
+                                      pickled, items))
+                self._buffered_tasks += n
+                self._buffered_bytes += len(pickled) if pickled is not None else 64 * n
+                due = (self._buffered_tasks > COMMIT_TASKS or self._buffered_bytes > COMMIT_BYTES
+                       or monotonic() - self._last_commit >= self.commit_interval)
+            if due:
+                self._wake.set()
+            return {}
+        if digest is None and items is not None:
+            digest = task_digest(items)
         with self._lock:
             self._require()
             rows, errors = self._encode(start, values, dict(failures or {}),
@@ -560,9 +658,25 @@ class Journal:
             dur_blob = array.array("d", durations).tobytes()
         return [(start, n, vals, fail_blob, dur_blob, digest)], errors
 
+    def _encode_pending(self) -> None:
+        """Encode pieces buffered by a background journal (in the thread that flushes)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for start, values, failures, durations, digest, pickled, items in pending:
+            if digest is None and items is not None:
+                digest = task_digest(items)
+            rows, errors = self._encode(start, values, failures, durations, digest, pickled)
+            if errors:
+                log.warning("results of tasks %s cannot be stored in the checkpoint journal; "
+                            "they are journalled as failures (run again on resume)",
+                            sorted(errors))
+            with self._lock:
+                self._buffer.extend(rows)
+
     def flush(self) -> None:
         """Commit what is buffered."""
         with self._conn_lock:
+            self._encode_pending()
             with self._lock:
                 conn = self._require()
                 rows, self._buffer = self._buffer, []
@@ -637,8 +751,13 @@ def _read(path: str, flags: str) -> Tuple[Dict[str, Any], List[tuple]]:
         if meta is None:
             raise _not_a_journal(path, "an empty SQLite database")
         _check_version(meta, path)
-        rows = conn.execute("SELECT start, n, vals, failures, durations, digest "
-                            "FROM pieces ORDER BY id").fetchall()
+        try:
+            rows = conn.execute("SELECT start, n, vals, failures, durations, digest "
+                                "FROM pieces ORDER BY id").fetchall()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+                raise
+            raise _damaged(path, exc) from exc
         conn.execute("COMMIT")
     finally:
         conn.close()

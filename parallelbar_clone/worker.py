@@ -11,15 +11,24 @@ Parent -> worker (``task_conn``), each message ``serialize.dumps``-ed::
     ('d', run_id)                        forget a finished run's function
     ('s',)                               stop
 
-Worker -> parent (``result_conn``), each message a plain pickle::
+Worker -> parent (``result_conn``), each message a plain pickle of plain data
+(ints, floats, strings, bytes), so that the manager thread, which unpickles it,
+never runs code of the caller's (see :mod:`.outcomes`)::
 
     ('ready', pid)                       the initializer ran; tasks may start
     ('init_error', packed)               the initializer raised; the worker exits
-    ('r', run_id, start, n, errors, busy, inner_failures, values_bytes, dilled, durations)
-                                         results of tasks start .. start+n-1 (durations:
-                                         seconds per task, when the run asked for them)
-    ('bad', run_id, start, n, packed)    the chunk's tasks could not be unpickled
-    ('func_error', run_id, packed)       the run's function could not be unpickled
+    ('r', run_id, start, n, errors, busy, inner, values_bytes, dilled, durations, counted)
+                                         results of tasks start .. start+n-1: errors maps
+                                         positions to packed exceptions; inner: pickled
+                                         arguments of add_progress calls that failed;
+                                         durations: seconds per task, when the run asked;
+                                         counted: (done, failed) add_progress calls
+    ('bad', run_id, start, n, packed, by_value)  the chunk's tasks could not be unpickled
+    ('func_error', run_id, packed, again)        the run's function could not be loaded
+
+``packed`` is :func:`outcomes.pack_exception`'s tuple. A thread worker sends the
+same messages on a queue, with objects: :class:`outcomes.Failure` records and
+the values themselves.
 
 A chunk reports in pieces: whenever ``FLUSH_INTERVAL`` passed since the last
 piece, and at its end. So the bar moves, and a crash loses at most that much
@@ -46,11 +55,10 @@ import pickle
 import signal
 import sys
 import threading
-import traceback
 from time import monotonic
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import serialize
+from . import outcomes, serialize
 from .errors import SerializationError
 
 RUN, POS, START, DONE, ERR, SPAN = range(6)
@@ -62,33 +70,15 @@ FLUSH_INTERVAL = 0.1
 # _local.slot = (sequence, base index); _local.inner_failures = [task args, ...]
 _local = threading.local()
 
-Packed = Tuple[BaseException, str]
-
-
-def format_traceback(exc: BaseException) -> str:
-    try:
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except BaseException:  # e.g. MemoryError under a tight RLIMIT_AS
-        return f"{type(exc).__name__}: (traceback unavailable)\n"
+Packed = Any
 
 
 def pack_exception(exc: BaseException, *, check_pickle: bool) -> Packed:
-    """(exception, traceback text); an exception that would not survive pickling is
-    replaced by a :class:`SerializationError` that names its type and message."""
-    tb = format_traceback(exc)
-    exc.__traceback__ = None  # let go of the frames (and what they hold)
+    """A task's exception for the parent: plain data from a process worker
+    (``check_pickle``), the object itself, as a Failure, from a thread worker."""
     if check_pickle:
-        try:
-            pickle.loads(pickle.dumps(exc, serialize.PROTOCOL))
-        except BaseException as problem:
-            try:
-                text = str(exc)
-            except BaseException:
-                text = "<str() failed>"
-            exc = SerializationError(
-                f"the task raised {serialize.describe(exc)}: {text!r}, which cannot be sent back "
-                f"to the main process ({type(problem).__name__}: {problem})")
-    return exc, tb
+        return outcomes.pack_exception(exc)
+    return outcomes.local_failure(exc)
 
 
 def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[Any],
@@ -428,19 +418,21 @@ def _encode_values(values: List[Any], start: int, errors: Optional[Dict[int, Pac
         except Exception:
             values[i] = None
             errors = dict(errors or {})
-            errors[start + i] = (SerializationError(
+            errors[start + i] = outcomes.pack_exception(SerializationError(
                 f"the task returned a {serialize.describe(value)}, which cannot be sent back to "
-                f"the main process by pickle or dill ({type(first).__name__}: {first})"), "")
+                f"the main process by pickle or dill ({type(first).__name__}: {first})"))
     return pickle.dumps(values, serialize.PROTOCOL), dilled, errors
 
 
-def _safe_inner_failures() -> list:
+def _inner_blob() -> Optional[bytes]:
+    """The arguments of add_progress calls that failed since the last report, pickled."""
     failures = take_inner_failures()
+    if not failures:
+        return None
     try:
-        pickle.dumps(failures, serialize.PROTOCOL)
-        return failures
+        return pickle.dumps(failures, serialize.PROTOCOL)
     except Exception:
-        return [repr(f) for f in failures]
+        return pickle.dumps([repr(f) for f in failures], serialize.PROTOCOL)
 
 
 def zygote_main(index: int, task_fd: int, result_fd: int, slots: Any, setup: WorkerSetup
@@ -490,7 +482,7 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
                errors: Optional[Dict[int, Packed]], busy: float,
                durs: Optional[List[float]]) -> None:
         data, dilled, errors = _encode_values(values, start, errors)
-        message("r", run_id, start, len(values), errors, busy, _safe_inner_failures(),
+        message("r", run_id, start, len(values), errors, busy, _inner_blob(),
                 data, dilled, durs, counted.since_last())
 
     funcs: Dict[int, Tuple[Callable[[Any], Any], bool, bool]] = {}

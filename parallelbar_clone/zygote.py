@@ -41,7 +41,7 @@ import traceback
 import warnings
 from contextlib import contextmanager
 from multiprocessing import reduction
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 log = logging.getLogger("parallelbar_clone")
 

@@ -204,3 +204,67 @@ def oom_killed(x):
 
 def regex_hang(x):
     return _ok_or(x, _regex)
+
+
+# -- issue 8's rows: the engine under real streams and rare faults
+
+def sleep_a_hundredth(x):
+    time.sleep(0.01)       # right at process_timeout=0.01: a race with the deadline
+    return x
+
+
+def plugin_error(args):
+    """Raise (or return, on x == 'return') an object of a class only this worker can
+    import: its module lives in a folder the worker adds to sys.path."""
+    import sys
+    folder, x = args
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import pb_plugin
+    if x == "raise":
+        raise pb_plugin.PluginError("from the plugin")
+    if x == "return":
+        return pb_plugin.PluginResult(7)
+    return x
+
+
+class BadStr(Exception):
+    def __str__(self):
+        raise RuntimeError("__str__ is broken too")
+
+
+def raises_bad_str(x):
+    if x == FAULT_AT:
+        raise BadStr()
+    return x * 10
+
+
+def slow_then(x):
+    time.sleep(30 if x < 100 else 0)
+    return x
+
+
+def exits_zero(x):
+    import sys
+    if x == 3:
+        sys.exit(0)
+    return x
+
+
+def hold_then_grow(x):
+    """Task 0 keeps 300 MB in a module global; task 1 adds 150 MB and holds it."""
+    global _cache
+    if x == 0:
+        _cache = bytearray(300_000_000)
+        return 0
+    extra = bytearray(150_000_000)
+    time.sleep(2)
+    return len(extra)
+
+
+def length(s):
+    return len(s)
+
+
+def identity(x):
+    return x

@@ -124,13 +124,32 @@ def test_sets_as_tasks_resume_across_processes(tmp_path):
         assert b"[3, 3, 3]" in done.stdout
 
 
-def test_unstorable_result_is_a_per_task_error(tmp_path):
+def test_unstorable_result_is_kept_and_journalled_as_a_failure(tmp_path, caplog):
+    """A thread worker's result that neither pickle nor dill can store: the caller gets
+    it all the same, and the journal records a SerializationError for that task, so a
+    resumed run runs it again."""
     path = str(tmp_path / "c.sqlite")
-    result = progress_map(lambda x: (i for i in range(x)) if x == 2 else x, range(5),
-                          executor="threads", checkpoint=path, error_behavior="coerce",
-                          disable=True)
-    assert isinstance(result[2], SerializationError) and "generator" in str(result[2])
+    result = progress_map(_generator_at_two, range(5), executor="threads", checkpoint=path,
+                          error_behavior="coerce", disable=True)
+    assert type(result[2]).__name__ == "generator"
     assert [result[i] for i in (0, 1, 3, 4)] == [0, 1, 3, 4]
+    assert "cannot be stored in the checkpoint journal" in caplog.text
+    stored = load_checkpoint(path)
+    assert isinstance(stored.failures[2], SerializationError)
+    assert "generator" in str(stored.failures[2])
+    assert sorted(stored.results) == [0, 1, 3, 4]
+    _calls.clear()
+    again = progress_map(_generator_at_two, range(5), executor="threads", checkpoint=path,
+                         error_behavior="coerce", disable=True)
+    assert _calls == [2] and type(again[2]).__name__ == "generator"   # only it ran again
+
+
+_calls = []
+
+
+def _generator_at_two(x):
+    _calls.append(x)
+    return (i for i in range(x)) if x == 2 else x
 
 
 def test_checkpoint_with_imap_and_generator(tmp_path):

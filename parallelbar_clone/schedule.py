@@ -1,0 +1,117 @@
+"""How much to send at once, and how far to read ahead: the engine's pure policy.
+
+No threads, no I/O: the numbers in, a decision out, so each rule can be tested
+on its own (and mutation-tested, ``make mutate``).
+
+- :class:`ChunkPolicy`: how many tasks go to a worker in one message. Adaptive
+  unless ``chunk_size`` is given: the first chunks hold one task (a slow task at
+  the head never has others queued behind it), then each aims at
+  ``TARGET_CHUNK_SECONDS`` of measured work, growing at most 8-fold per chunk,
+  and shrinking near the end of an input of known length so that the tail is
+  shared by all workers.
+- :class:`InputPacer`: how many items to pull from the caller's iterable at once,
+  so that pulling from a slow generator hands each item over as it comes instead
+  of waiting for a chunk's worth.
+- :func:`read_ahead_allows`: whether the input may be read further, bounded in
+  tasks, in bytes (tasks sent and results not yet consumed) and in seconds of
+  work, so a slow consumer keeps the caller's memory flat whatever the item size.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ["ChunkPolicy", "InputPacer", "read_ahead_allows", "TARGET_CHUNK_SECONDS",
+           "MAX_CHUNK", "READ_AHEAD_BYTES", "READ_AHEAD_SECONDS", "READ_AHEAD_TASKS"]
+
+TARGET_CHUNK_SECONDS = 0.025    # adaptive chunks aim at this much work each...
+CHUNK_BYTES = 1 << 20           # ...and hold at most about this many bytes of tasks
+MAX_CHUNK = 100_000
+GROWTH = 8                      # a chunk is at most this many times the last one
+READ_AHEAD_TASKS = 1024         # tasks read ahead of the consumer, at least...
+READ_AHEAD_BYTES = 16 << 20     # ...but no more than this many bytes held for it...
+READ_AHEAD_SECONDS = 2.0        # ...nor more than this much work per worker
+PULL_SECONDS = 0.005            # pull from a slow input for about this long at a time
+
+
+class ChunkPolicy:
+    """Chunk sizes for one run (see the module docstring)."""
+
+    __slots__ = ("fixed", "cap", "per_task", "last", "item_bytes")
+
+    def __init__(self, fixed: Optional[int] = None, cap: Optional[int] = None) -> None:
+        self.fixed = fixed
+        self.cap = min(MAX_CHUNK, cap) if cap is not None else MAX_CHUNK
+        self.per_task: Optional[float] = None   # measured seconds per task (EWMA)
+        self.item_bytes: Optional[float] = None   # encoded bytes per task (EWMA)
+        self.last = 0
+
+    def observe(self, n: int, busy: float) -> None:
+        """``n`` tasks took ``busy`` seconds of a worker's time."""
+        if n <= 0:
+            return
+        sample = max(busy, 0.0) / n
+        self.per_task = sample if self.per_task is None else 0.7 * self.per_task + 0.3 * sample
+
+    def size(self, remaining: Optional[int], workers: int) -> int:
+        """The next chunk's size; ``remaining``: tasks not yet taken, if known."""
+        if self.fixed is not None:
+            size = self.fixed
+        elif self.per_task is None:
+            size = 1
+        else:
+            size = int(TARGET_CHUNK_SECONDS / max(self.per_task, 1e-9))
+            size = min(size, max(1, self.last) * GROWTH)
+            if remaining is not None:   # keep the tail balanced across workers
+                size = min(size, max(1, remaining // (2 * max(1, workers))))
+            if self.item_bytes:         # big tasks: a chunk stays a pipe's worth
+                size = min(size, int(CHUNK_BYTES / self.item_bytes))
+        size = max(1, min(size, self.cap))
+        return size
+
+    def took(self, n: int, nbytes: int = 0) -> None:
+        """A chunk of ``n`` tasks was made, ``nbytes`` bytes encoded."""
+        self.last = n
+        if n > 0 and nbytes > 0:
+            sample = nbytes / n
+            self.item_bytes = sample if self.item_bytes is None \
+                else 0.7 * self.item_bytes + 0.3 * sample
+
+
+class InputPacer:
+    """How many items to pull from the caller's iterable in one go.
+
+    A fast input is pulled a chunk at a time. An input whose items take time to
+    come (a generator reading a socket, a slow parser) is pulled a few items at a
+    time, so each is on its way to a worker within about ``PULL_SECONDS`` of
+    arriving, and the caller's thread is back for results soon."""
+
+    __slots__ = ("per_item",)
+
+    def __init__(self) -> None:
+        self.per_item: Optional[float] = None   # seconds per item, as last measured
+
+    def observe(self, n: int, seconds: float) -> None:
+        if n > 0:
+            self.per_item = seconds / n
+
+    def size(self, wanted: int) -> int:
+        if self.per_item is None:
+            return 1     # until we know how fast it is
+        if self.per_item <= 0:
+            return max(1, wanted)
+        return max(1, min(wanted, int(PULL_SECONDS / self.per_item)))
+
+
+def read_ahead_allows(pending_tasks: int, held_bytes: int, workers: int, chunk: int,
+                      per_task: Optional[float]) -> bool:
+    """May more input be read? ``pending_tasks``: read but not yet consumed;
+    ``held_bytes``: bytes of tasks sent and of results waiting for the consumer."""
+    if held_bytes >= READ_AHEAD_BYTES:
+        return False
+    floor = max(READ_AHEAD_TASKS, 3 * workers * chunk)   # each worker: one running, one queued, one more
+    if per_task is not None and per_task > 0:
+        by_time = int(READ_AHEAD_SECONDS * workers / per_task)
+        cap = max(min(floor, max(by_time, 2 * workers * chunk)), 1)
+    else:
+        cap = floor
+    return pending_tasks < cap
