@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-pandas bench bench-pandas clean
+.PHONY: demo test test-pandas notebooks bench bench-pandas clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test-pandas: $(PANDAS_VENV)/.installed
 
 bench-pandas: .venv-pandas2/.bench
 	.venv-pandas2/bin/python benchmarks/pandas_bench.py $(BENCH_ARGS)
+
+# Re-run every notebook in notebooks/ and save it with its outputs (the tests run them too).
+notebooks: $(VENV)/.installed
+	$(PY) notebooks/execute.py
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[benchmarks]'

@@ -262,10 +262,10 @@ class Zygote:
 
     def __init__(self, target: Callable[..., None], args: tuple) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for stream in (sys.stdout, sys.stderr):   # else what they buffer prints once more
-            try:                                  # from every worker
-                stream.flush()
-            except Exception:
+        for stream in (sys.stdout, sys.stderr):  # else each worker, flushing its streams on
+            try:                                 # exit, prints the caller's unflushed text
+                stream.flush()                   # once more (seen in Jupyter: ipykernel
+            except Exception:                    # forwards a forked child's output)
                 pass
         with FORK_GATE.forking() as ours, _quiet_fork_warning(ours):
             pid = os.fork()
