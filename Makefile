@@ -30,7 +30,7 @@ $(PANDAS_VENV)/.installed: pyproject.toml
 
 test-pandas: $(PANDAS_VENV)/.installed
 	$(PANDAS_VENV)/bin/python -c 'import pandas; print("pandas", pandas.__version__)'
-	$(PANDAS_VENV)/bin/python -m pytest -q tests/test_pandas.py $(PYTEST_ARGS)
+	$(PANDAS_VENV)/bin/python -m pytest -q tests/test_pandas.py tests/test_notebook.py -k "pandas" $(PYTEST_ARGS)
 
 # pandarallel runs with pandas 2 only
 .venv-pandas2/.bench: pyproject.toml
