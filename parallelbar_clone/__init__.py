@@ -32,7 +32,7 @@ from .errors import (InitializerError, MemoryLimitError, ParallelBarError, RunTi
                      SerializationError, TaskExitError, TaskTimeoutError, WorkerDiedError)
 from .journal import Checkpoint, CheckpointMismatchError, load_checkpoint
 from .options import Options
-from .pool import ProgressPool
+from .pool import ProgressPool, last_summary
 from .summary import RunSummary
 from . import tools, wrappers  # noqa: E402  (published: parallelbar.tools...)
 
@@ -42,7 +42,7 @@ __all__ = [
     "progress_map", "progress_starmap", "progress_imap", "progress_imapu", "ProgressPool",
     "Options", "ParallelBarError", "TaskTimeoutError", "MemoryLimitError", "WorkerDiedError",
     "InitializerError", "SerializationError", "RunTimeoutError", "TaskExitError",
-    "CheckpointMismatchError", "Checkpoint", "load_checkpoint", "RunSummary",
+    "CheckpointMismatchError", "Checkpoint", "load_checkpoint", "last_summary", "RunSummary",
 ]
 
 

@@ -23,11 +23,21 @@ from .manager import Manager, as_exception
 from .options import Options, check_func
 from .results import ResultIterator, collect
 from .run import Run
+from .summary import RunSummary
 from .worker import MainReentry, importing_main
 
 log = logging.getLogger("parallelbar_clone")
 
-__all__ = ["ProgressPool"]
+__all__ = ["ProgressPool", "last_summary"]
+
+_latest = threading.local()
+
+
+def last_summary() -> Optional[RunSummary]:
+    """What happened in the latest call made from this thread (``progress_map`` and
+    friends included): per-task durations, failures with their tasks and tracebacks,
+    retries, workers replaced, a timeline; see :class:`~.summary.RunSummary`."""
+    return getattr(_latest, "summary", None)
 
 
 class ProgressPool:
@@ -59,6 +69,8 @@ class ProgressPool:
         self._bars: Optional[BarThread] = None
         self._bars_lock = threading.Lock()
         self._closing: Optional[str] = None
+        self.last_summary: Optional[RunSummary] = None
+        """What happened in the latest call on this pool (see :class:`RunSummary`)."""
         self._manager = Manager(self._options, self._backend, self._bar_thread)
         _LIVE_POOLS.add(self)
 
@@ -135,6 +147,8 @@ class ProgressPool:
         if self._closing is not None:
             raise ValueError("this ProgressPool is closed")
         run = Run(func, tasks, opts, mode, self._options.workers, _func_name(func))
+        self.last_summary = run.summary
+        _latest.summary = run.summary
         if isinstance(self._backend, ProcessBackend):
             try:
                 run.payload = self._backend.function_payload(func)

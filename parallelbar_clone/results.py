@@ -246,6 +246,11 @@ class ResultIterator:
     def failed_tasks(self) -> List[Any]:
         return self._state.failed_tasks
 
+    @property
+    def summary(self) -> Any:
+        """What happened so far (a :class:`~.summary.RunSummary`)."""
+        return self._state.run.summary
+
     def __iter__(self) -> "ResultIterator":
         return self
 

@@ -32,6 +32,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 from .options import Options
 from .outcomes import Failure
 from .schedule import ChunkPolicy, InputPacer, read_ahead_allows
+from .summary import RunSummary
 
 __all__ = ["Run", "Chunk", "Delivered", "Piece", "Outbox", "guess_total"]
 
@@ -224,6 +225,8 @@ class Run:
         self.timing = opts.process_timeout is not None or opts.memory_limit is not None
         self.deadline = monotonic() + opts.timeout if opts.timeout is not None else None
         self.policy = ChunkPolicy(opts.chunk_size, opts.maxtasksperchild)
+        self.summary = RunSummary(self.total, name)   # (recorded by the manager)
+        self.summary.started()
         # -- the consuming thread's
         self.source: Any = iter(tasks)
         self.safe_source = type(tasks) in (list, tuple, range)  # no user code to pull it

@@ -42,20 +42,44 @@ __all__ = ["RunSummary", "TaskFailure", "Retry", "WorkerRestart", "ChunkRun"]
 PLOT_EXTRA = "pip install 'parallelbar_clone[plot]'"
 
 
-@dataclass(frozen=True)
 class TaskFailure:
-    """A task whose failure is final."""
+    """A task whose failure is final: ``position``, ``task`` (its argument),
+    ``exception``, ``traceback`` (the worker's text), ``duration`` (where measured),
+    ``at`` (clock seconds) and ``type_name``.
 
-    position: int          #: the task's position in the input
-    task: Any              #: the task itself (its argument), when the pool kept it
-    exception: BaseException
-    traceback: str         #: the worker's traceback text where there is one
-    duration: Optional[float]  #: seconds it ran, where measured
-    at: float              #: when the failure was recorded (clock seconds)
+    The pool records failures as plain data (its manager never loads a worker's
+    exception); ``exception`` is loaded the first time it is read, in the reading
+    thread."""
+
+    __slots__ = ("position", "task", "_exception", "_record", "_traceback", "type_name",
+                 "duration", "at")
+
+    def __init__(self, position: int, task: Any, exception: Optional[BaseException],
+                 traceback: Optional[str], duration: Optional[float], at: float, *,
+                 record: Any = None, type_name: Optional[str] = None) -> None:
+        self.position = position
+        self.task = task
+        self._exception = exception
+        self._record = record
+        self._traceback = traceback
+        self.type_name = type_name or type(exception).__name__
+        self.duration = duration
+        self.at = at
 
     @property
-    def type_name(self) -> str:
-        return type(self.exception).__name__
+    def exception(self) -> BaseException:
+        if self._exception is None:
+            self._exception = self._record.exception()
+        return self._exception
+
+    @property
+    def traceback(self) -> str:
+        if self._traceback is None:
+            self._traceback = _traceback_text(self.exception)
+        return self._traceback
+
+    def __repr__(self) -> str:
+        return f"TaskFailure(position={self.position}, type_name={self.type_name!r})"
 
 
 @dataclass(frozen=True)
@@ -106,6 +130,10 @@ def _seconds(value: float) -> str:
 class RunSummary:
     """What happened in one run: durations, failures, retries, worker restarts, chunks.
 
+    Memory stays bounded over endless streams: beyond ``max_records`` per kind, the
+    records themselves are dropped (the counts, counts by type and the slowest
+    task stay exact).
+
     Parameters
     ----------
     total : int, optional
@@ -118,10 +146,16 @@ class RunSummary:
     """
 
     def __init__(self, total: Optional[int] = None, name: Optional[str] = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_records: int = 100_000) -> None:
         self.total = total
         self.name = name
         self._clock = clock
+        self.max_records = max_records
+        self._counts: Counter = Counter()
+        self._n_failed = 0
+        self._n_retries = 0
+        self._slowest: Optional[Tuple[int, float]] = None
         self._lock = threading.Lock()
         self._started: Optional[float] = None
         self._finished: Optional[float] = None
@@ -143,12 +177,18 @@ class RunSummary:
         with self._lock:
             self._finished = self._clock() if at is None else at
 
+    def _duration(self, position: int, duration: float) -> None:
+        if len(self._durations) < self.max_records:
+            self._durations[position] = duration
+        if self._slowest is None or duration > self._slowest[1]:
+            self._slowest = (position, duration)
+
     def task_done(self, position: int, duration: Optional[float] = None) -> None:
         """Task ``position`` succeeded, after ``duration`` seconds where measured."""
         with self._lock:
             self._n_done += 1
             if duration is not None:
-                self._durations[position] = duration
+                self._duration(position, duration)
 
     def tasks_done(self, positions: Iterable[int],
                    durations: Optional[Sequence[Optional[float]]] = None) -> None:
@@ -163,35 +203,53 @@ class RunSummary:
             for position, duration in zip(positions, durations):
                 n += 1
                 if duration is not None:
-                    self._durations[position] = duration
+                    self._duration(position, duration)
             self._n_done += n
 
-    def task_failed(self, position: int, task: Any, exc: BaseException,
-                    duration: Optional[float] = None) -> None:
-        """Task ``position`` (argument ``task``) failed for good with ``exc``."""
-        failure = TaskFailure(position, task, exc, _traceback_text(exc), duration, self._clock())
+    def task_failed(self, position: int, task: Any, exc: Optional[BaseException] = None,
+                    duration: Optional[float] = None, *, record: Any = None) -> None:
+        """Task ``position`` (argument ``task``) failed for good with ``exc``, or with
+        what ``record`` (an ``outcomes.Failure``, loaded when first read) describes."""
+        if exc is not None:
+            failure = TaskFailure(position, task, exc, _traceback_text(exc), duration,
+                                  self._clock())
+        else:
+            failure = TaskFailure(position, task, None, record.tb or None, duration,
+                                  self._clock(), record=record,
+                                  type_name=record.type_name.rpartition(".")[2])
         with self._lock:
-            self._failures.append(failure)
+            self._n_failed += 1
+            self._counts[failure.type_name] += 1
+            if len(self._failures) < self.max_records:
+                self._failures.append(failure)
             if duration is not None:
-                self._durations[position] = duration
+                self._duration(position, duration)
 
-    def retried(self, position: int, exc: BaseException) -> None:
-        """An attempt at task ``position`` failed with ``exc`` and will be run again."""
-        retry = Retry(position, type(exc).__name__, str(exc), self._clock())
+    def retried(self, position: int, exc: Optional[BaseException] = None, *,
+                type_name: Optional[str] = None, message: Optional[str] = None) -> None:
+        """An attempt at task ``position`` failed with ``exc`` (or one of ``type_name``,
+        saying ``message``) and will be run again."""
+        if exc is not None:
+            type_name, message = type(exc).__name__, str(exc)
+        retry = Retry(position, type_name or "?", message or "", self._clock())
         with self._lock:
-            self._retries.append(retry)
+            self._n_retries += 1
+            if len(self._retries) < self.max_records:
+                self._retries.append(retry)
 
     def worker_replaced(self, pid: Optional[int], reason: str) -> None:
         """Worker ``pid`` was killed or died (``reason``, a few words) and replaced."""
         restart = WorkerRestart(pid, reason, self._clock())
         with self._lock:
-            self._restarts.append(restart)
+            if len(self._restarts) < self.max_records:
+                self._restarts.append(restart)
 
     def chunk_ran(self, worker_pid: Optional[int], start_time: float, end_time: float,
                   n_tasks: int) -> None:
         """Worker ``worker_pid`` ran ``n_tasks`` tasks from ``start_time`` to ``end_time``."""
         with self._lock:
-            self._chunks.append(ChunkRun(worker_pid, start_time, end_time, n_tasks))
+            if len(self._chunks) < self.max_records:
+                self._chunks.append(ChunkRun(worker_pid, start_time, end_time, n_tasks))
 
     # ------------------------------------------------------------------ reading
     @property
@@ -202,7 +260,7 @@ class RunSummary:
     @property
     def n_failed(self) -> int:
         """Tasks whose failure is final."""
-        return len(self._failures)
+        return self._n_failed
 
     @property
     def durations(self) -> Dict[int, float]:
@@ -234,17 +292,14 @@ class RunSummary:
     def counts_by_type(self) -> Dict[str, int]:
         """Final failures by exception type name, most frequent first."""
         with self._lock:
-            counts = Counter(f.type_name for f in self._failures)
+            counts = dict(self._counts)
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     @property
     def slowest_task(self) -> Optional[Tuple[int, float]]:
         """``(position, seconds)`` of the longest measured task, or None."""
         with self._lock:
-            if not self._durations:
-                return None
-            position = max(self._durations, key=self._durations.__getitem__)
-            return position, self._durations[position]
+            return self._slowest
 
     @property
     def wall_time(self) -> Optional[float]:
@@ -275,7 +330,7 @@ class RunSummary:
         restarts = len(self._restarts)
         if restarts:
             parts.append(f"{restarts} worker{'s' if restarts != 1 else ''} replaced")
-        retries = len(self._retries)
+        retries = self._n_retries
         if retries:
             parts.append(f"{retries} retr{'ies' if retries != 1 else 'y'}")
         wall = self.wall_time
@@ -287,8 +342,8 @@ class RunSummary:
 
     def __repr__(self) -> str:
         name = f" {self.name!r}" if self.name else ""
-        return (f"<RunSummary{name}: {self._n_done} done, {len(self._failures)} failed, "
-                f"{len(self._retries)} retries, {len(self._restarts)} workers replaced>")
+        return (f"<RunSummary{name}: {self._n_done} done, {self._n_failed} failed, "
+                f"{self._n_retries} retries, {len(self._restarts)} workers replaced>")
 
     # ------------------------------------------------------------------ picture
     def plot_timeline(self, ax: Any = None) -> Any:

@@ -124,7 +124,10 @@ def test_bars_without_ipywidgets_are_text_jupyter_can_draw(tmp_path):
     for cell in notebook.cells[1:3]:                  # each bar redrawn in place: one output
         lines = [o.data["text/plain"] for o in cell.outputs if o.output_type == "display_data"
                  and o.data["text/plain"] != WIDGETS_HINT]
-        assert [line.split(":")[0] for line in lines] == ["DONE", "ERROR"], lines
+        # the bars, then the run's summary line under them
+        assert [line.split(":")[0] for line in lines] == ["DONE", "ERROR",
+                                                          "2 of 30 tasks failed"], lines
+        assert lines[2].startswith("2 of 30 tasks failed: ValueError 2")
         assert re.search(r"\b28/30\b", lines[0]) and re.search(r"\b2/30\b", lines[1])
         assert not any("\x1b[A" in line or "\r" in line for line in lines)
     summary_cell = [o.data["text/plain"].split(":")[0] for o in notebook.cells[3].outputs]

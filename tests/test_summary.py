@@ -133,3 +133,57 @@ def test_plot_timeline_draws_a_row_per_worker():
         assert len(ax.collections) == 5      # 3 workers' chunks, restarts, failures
     finally:
         plt.close(ax.figure)
+
+
+# ------------------------------------------------------------------ from a real run
+
+def test_a_run_leaves_its_summary(capsys):
+    import tasks
+    from parallelbar_clone import ProgressPool, TaskTimeoutError, last_summary, progress_map
+    result = progress_map(tasks.c_hang, range(12), n_cpu=2, process_timeout=0.3,
+                          error_behavior="coerce", retries=1, chunk_size=1)
+    assert isinstance(result[tasks.FAULT_AT], TaskTimeoutError)
+    summary = last_summary()
+    assert summary.n_done == 11 and summary.n_failed == 1
+    assert summary.counts_by_type() == {"TaskTimeoutError": 1}
+    failure = summary.failures[0]
+    assert failure.position == tasks.FAULT_AT and failure.task == tasks.FAULT_AT
+    assert isinstance(failure.exception, TaskTimeoutError)
+    assert [r.position for r in summary.retries] == [tasks.FAULT_AT]
+    assert [r.reason for r in summary.worker_restarts] == ["timeout", "timeout"]
+    assert sum(c.n_tasks for c in summary.chunks) == 11    # the killed ones ran nothing
+    assert set(summary.durations) == set(range(12)) - {tasks.FAULT_AT}
+    assert summary.wall_time > 0.6                          # two attempts of 0.3 s
+    line = summary.line()
+    assert line.startswith("1 of 12 tasks failed: TaskTimeoutError 1")
+    assert "2 workers replaced" in line and "1 retry" in line
+    err = capsys.readouterr().err
+    assert line in err                                      # under the bars
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        it = pool.imap(tasks.segfaults, range(12), error_behavior="coerce")
+        list(it)
+        assert it.summary is pool.last_summary is last_summary()
+        assert it.summary.counts_by_type() == {"WorkerDiedError": 1}
+        assert it.summary.worker_restarts[0].reason == "SIGSEGV"
+        assert "SIGSEGV" in str(it.summary.failures[0].exception)
+        assert "line" not in capsys.readouterr().err        # disabled bars print nothing
+
+
+def test_a_clean_run_prints_no_summary_line(capsys):
+    import tasks
+    from parallelbar_clone import last_summary, progress_map
+    progress_map(tasks.times_ten, range(20), n_cpu=2)
+    assert last_summary().line().startswith("20 of 20 tasks done")
+    assert "tasks done" not in capsys.readouterr().err
+
+
+def test_records_stay_bounded_but_counts_exact():
+    summary = RunSummary(max_records=10)
+    summary.tasks_done(range(100), [0.001] * 99 + [5.0])
+    for pos in range(100, 150):
+        summary.task_failed(pos, pos, ValueError("x"))
+        summary.retried(pos, type_name="ValueError", message="x")
+    assert len(summary.durations) == 10 and summary.slowest_task == (99, 5.0)
+    assert summary.n_failed == 50 and len(summary.failures) == 10
+    assert summary.counts_by_type() == {"ValueError": 50}
+    assert "50 retries" in summary.line() and len(summary.retries) == 10
