@@ -268,3 +268,10 @@ def length(s):
 
 def identity(x):
     return x
+
+
+def raises_on_multiples_of_three(x):
+    if x % 3 == 0:
+        time.sleep(0.05 if x < 10 else 0)   # the first failures come last
+        raise ValueError(x)
+    return x

@@ -212,3 +212,13 @@ def test_iterator_that_raises_fails_the_call():
 def test_empty_input():
     assert progress_map(tasks.times_ten, [], disable=True) == []
     assert progress_imapu(tasks.times_ten, iter([]), disable=True) == []
+
+
+@pytest.mark.parametrize("fn", [progress_map, progress_imap, progress_imapu])
+def test_failed_tasks_are_returned_in_task_order(fn):
+    """(The published package listed them in the order they failed.)"""
+    results, failed = fn(tasks.raises_on_multiples_of_three, range(30), n_cpu=2,
+                         chunk_size=1, error_behavior="coerce", return_failed_tasks=True,
+                         disable=True)
+    assert failed == list(range(0, 30, 3))
+    assert len(results) == 30
