@@ -119,8 +119,10 @@ def test_screen_shows_done_above_error_with_counts_and_rates(capsys):
     progress_map(tasks.raises, range(40), n_cpu=2, error_behavior="coerce")
     err = capsys.readouterr().err
     shown = screen(err)
-    assert [line.split(":")[0] for line in shown] == ["DONE", "ERROR"], shown
-    done, error = shown
+    assert [line.split(":")[0] for line in shown] == ["DONE", "ERROR", "1 of 40 tasks failed"], \
+        shown   # the bars, then the run's summary line
+    done, error, summary = shown
+    assert summary.startswith("1 of 40 tasks failed: ValueError 1; slowest: task ")
     assert re.search(r"\b39/40\b", done) and re.search(r"\b1/40\b", error)
     assert re.search(r"(it/s|s/it)\]$", done) and re.search(r"(it/s|s/it)\]$", error)
     # one layout: the bars start and end in the same columns
@@ -168,5 +170,6 @@ def test_summary_for_a_closed_run_is_drawn_at_once(capsys):
 def test_unknown_total_both_bars_count(capsys):
     progress_map(tasks.raises, (i for i in range(20)), n_cpu=2, error_behavior="coerce")
     shown = screen(capsys.readouterr().err)
-    assert [line.split(":")[0] for line in shown] == ["DONE", "ERROR"], shown
+    assert [line.split(":")[0] for line in shown] == ["DONE", "ERROR", "1 of 20 tasks failed"], \
+        shown
     assert re.match(r"DONE:\s+19it \[", shown[0]) and re.match(r"ERROR:\s+1it \[", shown[1])
