@@ -148,7 +148,6 @@ class _Discard:
 
 def _classes() -> Dict[str, type]:
     """The tqdm subclasses, made on first use (tqdm.notebook needs IPython)."""
-    global _CLASSES
     if _CLASSES:
         return _CLASSES
     from tqdm.std import tqdm as std_tqdm

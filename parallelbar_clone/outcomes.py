@@ -165,13 +165,9 @@ def _rebuild_failure(state: Dict[str, Any]) -> Failure:
     return failure
 
 
-def pack_exception(exc: BaseException, check_pickle: bool = True
-                   ) -> Tuple[Optional[bytes], str, str, str, Tuple[str, ...]]:
-    """In a worker: a task's exception as plain data for :meth:`Failure.from_worker`.
-
-    ``SystemExit`` (``sys.exit()`` in a task) and other exceptions that are not an
-    ``Exception`` become a :class:`TaskExitError`: raised in the caller, a task's
-    ``sys.exit(0)`` must not end the caller's program with status 0."""
+def _as_task_error(exc: BaseException) -> Tuple[str, BaseException]:
+    """(traceback text, the exception to report). The frames are let go; ``SystemExit``
+    and the other exceptions that are not an ``Exception`` become a TaskExitError."""
     tb = _format_traceback(exc)
     exc.__traceback__ = None  # let go of the frames (and what they hold)
     if not isinstance(exc, Exception):
@@ -180,6 +176,17 @@ def pack_exception(exc: BaseException, check_pickle: bool = True
                 else f"raised {type(exc).__name__}")
         exc = TaskExitError(f"the task {what}; that ends a task, not the program",
                             code=code, original=type(exc).__name__)
+    return tb, exc
+
+
+def pack_exception(exc: BaseException, check_pickle: bool = True
+                   ) -> Tuple[Optional[bytes], str, str, str, Tuple[str, ...]]:
+    """In a worker: a task's exception as plain data for :meth:`Failure.from_worker`.
+
+    ``SystemExit`` (``sys.exit()`` in a task) and other exceptions that are not an
+    ``Exception`` become a :class:`TaskExitError`: raised in the caller, a task's
+    ``sys.exit(0)`` must not end the caller's program with status 0."""
+    tb, exc = _as_task_error(exc)
     type_name, text = serialize.describe(exc), safe_text(exc)
     classes = qualified_names(type(exc))
     try:
@@ -197,14 +204,7 @@ def pack_exception(exc: BaseException, check_pickle: bool = True
 
 def local_failure(exc: BaseException) -> Failure:
     """In a thread worker: the task's exception itself, with its traceback text."""
-    tb = _format_traceback(exc)
-    exc.__traceback__ = None
-    if not isinstance(exc, Exception):
-        code = getattr(exc, "code", None) if isinstance(exc, SystemExit) else None
-        what = (f"called sys.exit({code!r})" if isinstance(exc, SystemExit)
-                else f"raised {type(exc).__name__}")
-        exc = TaskExitError(f"the task {what}; that ends a task, not the program",
-                            code=code, original=type(exc).__name__)
+    tb, exc = _as_task_error(exc)
     try:
         exc.traceback = tb  # type: ignore[attr-defined]
         exc.__cause__ = RemoteTraceback(tb)

@@ -276,10 +276,7 @@ class Zygote:
                     _Server(child_sock, target, args).serve()
                     code = 0
                 except BaseException:
-                    try:
-                        traceback.print_exc()
-                    except BaseException:
-                        pass
+                    _print_exc()
                 finally:
                     os._exit(code)
         child_sock.close()
@@ -361,6 +358,13 @@ def _reap(pid: int, timeout: float) -> None:
                 pass
             return
         time.sleep(0.002)
+
+
+def _print_exc() -> None:
+    try:
+        traceback.print_exc()
+    except BaseException:
+        pass
 
 
 def exit_code(status: int) -> int:
@@ -484,10 +488,7 @@ class _Server:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
-            try:
-                traceback.print_exc()
-            except BaseException:
-                pass
+            _print_exc()
         finally:
             for stream in (sys.stdout, sys.stderr):
                 try:
