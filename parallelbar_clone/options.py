@@ -127,7 +127,8 @@ PARAMETERS: Dict[str, Tuple[str, str]] = {
               "mask, not the machine's count)."),
     "chunk_size": ("int, optional",
                    "Tasks sent to a worker at once. Default None: chunks are sized from "
-                   "measured task durations (about 25 ms of work each)."),
+                   "measured task durations (about 0.1 s of work each, 1 MB of tasks at most, "
+                   "smaller at the start and near the end)."),
     "context": ("str, optional",
                 "Start method of worker processes: ``'fork'``, ``'spawn'`` or "
                 "``'forkserver'``. Default: ``'fork'`` semantics where fork exists but "
@@ -171,10 +172,12 @@ PARAMETERS: Dict[str, Tuple[str, str]] = {
                 "Seconds the whole call may take; past it the run stops with "
                 "``RunTimeoutError``."),
     "memory_limit": ("int or str, optional",
-                     "How much a worker's resident memory may grow over its idle "
-                     "footprint while running a task: bytes, or a size such as "
-                     "``'512MB'`` or ``'2GiB'``. A task past it gets a "
-                     "``MemoryLimitError`` and the worker is replaced. Processes only."),
+                     "How much a worker's resident memory may grow over what it held "
+                     "when it started, across its tasks: bytes, or a size such as "
+                     "``'512MB'`` or ``'2GiB'``. The task running when it is passed "
+                     "gets a ``MemoryLimitError`` (saying what the worker held and "
+                     "what that task added) and the worker is replaced. Processes "
+                     "only."),
     "retries": ("int, default 0",
                 "Run a failed task up to this many more times, on any worker, before "
                 "its failure is final (timeouts and worker deaths count as failures)."),
