@@ -42,10 +42,15 @@ Guards, as far as dask lets them go:
   process ends.
 - A dask worker that dies (``os._exit``, a segfault, the nanny's memory limit):
   dask reschedules its tasks itself and gives up on a task after
-  ``distributed.scheduler.allowed-failures`` deaths (``KilledWorker``). A chunk of
-  several tasks that dask gave up on is run again one task per future, so only the
-  task that kills its worker fails, with a :class:`WorkerDiedError` naming the dask
-  worker; the others complete.
+  ``distributed.scheduler.allowed-failures`` deaths (``KilledWorker``, default 3),
+  counting each death against every task the worker held, queued ones too. So a
+  chunk of several tasks that dask gave up on runs again one task per future, and a
+  lone task that dask gave up on runs once more alone (no other future of this pool
+  in flight) before it gets a :class:`WorkerDiedError` naming the dask worker: only
+  the task that kills its worker fails, the others complete. A result that finished
+  on a worker that died before it was fetched is computed again by dask; the
+  scheduler may first spend up to ``distributed.comm.timeouts.connect`` (30 s by
+  default) trying to reach the dead worker.
 - ``memory_limit``: the dask workers' ``memory_limit`` where this module starts the
   ``LocalCluster`` (a worker's whole memory as dask counts it; its nanny restarts a
   worker past 95 % of it, and the task that was running counts as above). Refused
@@ -272,13 +277,12 @@ class DaskBackend:
         self.owns_cluster = False
         self._connect(opts.executor)
         try:
-            threads = opts.n_cpu
-            if threads is None:
-                threads = sum(self.client.nthreads().values())
-                if not threads:
-                    threads = opts.workers
-                    log.warning("the dask cluster has no workers yet; %d tasks at a time "
-                                "(pass n_cpu to choose)", threads)
+            if opts.n_cpu is not None:
+                threads = opts.n_cpu
+            elif self.cluster is not None:
+                threads = opts.workers          # the LocalCluster we started
+            else:
+                threads = self._cluster_threads()
             self.threads = threads
             self.width = SLOTS_PER_THREAD * threads          # the manager's 'workers'
             self.slots_count = 2 * self.width
@@ -330,6 +334,22 @@ class DaskBackend:
             raise ValueError(f"the dask Client given as executor is not running "
                              f"(status {status!r}): pass a connected Client, 'dask' or a "
                              f"scheduler address")
+
+    def _cluster_threads(self) -> int:
+        """Threads of the cluster's workers now (the tasks it runs at once); a cluster
+        with none yet (starting, scaling up, restarting one) gets a few seconds."""
+        threads = sum(self.client.nthreads().values())
+        if not threads:
+            try:
+                self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+            except Exception:
+                pass
+            threads = sum(self.client.nthreads().values())
+        if not threads:
+            threads = self.opts.workers
+            log.warning("the dask cluster has no workers yet; %d tasks at a time (pass n_cpu "
+                        "to choose)", threads)
+        return threads
 
     def _start_local_cluster(self) -> None:
         distributed = self.distributed

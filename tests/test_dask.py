@@ -9,6 +9,7 @@ must be one of the cluster's current workers. The tests that start their own clu
 dask gives up on a task after `distributed.scheduler.allowed-failures` worker deaths (3 by
 default); the cluster here allows 1, so a crashing task costs two worker restarts.
 """
+import copyreg
 import ctypes
 import itertools
 import os
@@ -17,12 +18,25 @@ import time
 
 import pytest
 
+_REDUCERS = dict(copyreg.dispatch_table)
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
+
+def _forget_tblib():
+    """Importing distributed registers tblib's reducer for every exception class, in the
+    whole process (an exception that plain pickle cannot rebuild then travels by its
+    attributes). The rest of the suite tests plain pickle: give it back its table."""
+    copyreg.dispatch_table.clear()
+    copyreg.dispatch_table.update(_REDUCERS)
+
+
+_forget_tblib()
+
 from conftest import live_workers  # noqa: E402
-from parallelbar_clone import (ProgressPool, TaskTimeoutError, WorkerDiedError,  # noqa: E402
-                               progress_imap, progress_imapu, progress_map, progress_starmap)
+from parallelbar_clone import (InitializerError, ProgressPool, TaskTimeoutError,  # noqa: E402
+                               WorkerDiedError, progress_imap, progress_imapu, progress_map,
+                               progress_starmap)
 from parallelbar_clone.dask_backend import SLOTS_PER_THREAD  # noqa: E402
 
 WORKERS = 2
@@ -66,6 +80,18 @@ def flaky(path):
     return os.path.basename(path)
 
 
+def set_greeting(word):
+    os.environ["PB_DASK_GREETING"] = word
+
+
+def greet(x):
+    return f"{os.environ.get('PB_DASK_GREETING')} {x}"
+
+
+def broken_initializer():
+    raise RuntimeError("no database")
+
+
 def worker_memory_limit(_):
     return distributed.get_worker().memory_manager.memory_limit
 
@@ -94,6 +120,7 @@ def client():
         finally:
             c.close()
             cluster.close()
+            _forget_tblib()
 
 
 def _cluster_pids(c):
@@ -243,6 +270,13 @@ def test_pool_reused_and_client_left_open(client):
             [x * 10 for x in range(9) if x != 7]
     assert client.status == "running"
     assert progress_map(square, range(3), executor=client) == [0, 1, 4]
+
+
+def test_initializer_runs_once_per_dask_worker_process(client):
+    assert progress_map(greet, range(4), executor=client, initializer=set_greeting,
+                        initargs=("hello",)) == [f"hello {x}" for x in range(4)]
+    with pytest.raises(InitializerError, match="no database"):
+        progress_map(greet, range(4), executor=client, initializer=broken_initializer)
 
 
 # ------------------------------------------------------------------ bad input
