@@ -185,6 +185,7 @@ class _Deadline:
         self.slot = slot
         self.inbox: Optional["queue.SimpleQueue[Any]"] = None
         self.outbox: Optional["queue.SimpleQueue[Any]"] = None
+        self.thread: Optional[threading.Thread] = None
         self.__name__ = getattr(func, "__name__", type(func).__name__)
 
     def _helper(self) -> None:
@@ -422,6 +423,8 @@ class DaskBackend:
         """Give up on w's futures: dask drops those not started; a running one finishes
         on its worker and its result is dropped."""
         w.gone = True
+        if self.isolating is not None and self.isolating.w is w:
+            self.isolating = None
         with self.futures_lock:
             mine = [k for k, job in self.futures.items() if job.w is w]
             doomed = [self.futures.pop(k).future for k in mine]
@@ -460,6 +463,17 @@ class DaskBackend:
                 events.append(self.events.get_nowait())
         except queue.Empty:
             pass
+        if not events and self.futures and not self.closing:
+            status = _client_status(self.client)
+            if status not in ("running", "connecting", "newly-created"):
+                # A client closed under us may never report its futures: say so now.
+                with self.futures_lock:
+                    jobs = list(self.futures.values())
+                    self.futures.clear()
+                self.isolating = None
+                events.append((jobs[0].w, ("fatal", ParallelBarError(
+                    f"the dask client was {status} while {len(jobs)} chunk(s) of tasks were "
+                    f"running: the run cannot go on"))))
         out = []
         for event in events:
             if event is None:
@@ -586,9 +600,10 @@ class DaskBackend:
             return
         if isinstance(exc, asyncio.CancelledError) or type(exc).__name__.endswith("CancelledError"):
             status = _client_status(self.client)
-            self.events.put((w, ("fatal", ParallelBarError(
-                f"dask cancelled a task of this run (the client is {status}: was it closed, "
-                f"or did it lose its scheduler?)"))))
+            why = ("the dask client was closed during the run" if status in ("closing", "closed")
+                   else f"dask cancelled a task of this run (the client is {status}: did it "
+                        f"lose its scheduler, or did someone cancel its futures?)")
+            self.events.put((w, ("fatal", ParallelBarError(why))))
             return
         text = f"{type(exc).__name__}: {exc}"
         hint = (" (is parallelbar_clone installed on the dask workers?)"

@@ -288,6 +288,20 @@ def test_closed_client_is_refused_at_once():
         progress_map(square, range(3), executor=c)
 
 
+def test_client_closed_mid_run_fails_the_run(client):
+    import threading
+    from parallelbar_clone import ParallelBarError
+    own = distributed.Client(client.scheduler.address, set_as_default=False)
+    closer = threading.Timer(1.0, own.close)
+    closer.start()
+    try:
+        with pytest.raises(ParallelBarError, match="client"):
+            progress_map(time.sleep, [0.2] * 100, executor=own, chunk_size=1)
+    finally:
+        closer.join()
+        own.close()
+
+
 def test_unreachable_scheduler_fails_within_seconds():
     began = time.monotonic()
     with pytest.raises(ConnectionError, match="could not reach the dask scheduler"):
