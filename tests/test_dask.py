@@ -92,7 +92,11 @@ def broken_initializer():
     raise RuntimeError("no database")
 
 
-def worker_memory_limit(_):
+def worker_memory_limit(x):
+    if x == 2:          # far past the limit: the nanny restarts the worker
+        hog = bytearray(1_500_000_000)
+        time.sleep(5)
+        return len(hog)
     return distributed.get_worker().memory_manager.memory_limit
 
 
@@ -330,9 +334,11 @@ def test_missing_distributed_names_the_extra(monkeypatch):
 # ------------------------------------------------------------------ executor='dask'
 def test_dask_string_starts_and_stops_its_own_cluster():
     before = {p.pid for p in live_workers()}
-    limits = progress_map(worker_memory_limit, range(4), executor="dask", n_cpu=2,
-                          memory_limit="1GB", chunk_size=1)
-    assert limits == [10 ** 9] * 4     # memory_limit became the workers' limit
+    with dask.config.set(CONFIG):
+        limits = progress_map(worker_memory_limit, range(5), executor="dask", n_cpu=2,
+                              memory_limit="500MB", chunk_size=1, error_behavior="coerce")
+    assert limits[:2] + limits[3:] == [500 * 10 ** 6] * 4   # the workers' memory limit...
+    assert isinstance(limits[2], WorkerDiedError)            # ...enforced by their nannies
     deadline = time.monotonic() + 10
     while {p.pid for p in live_workers()} - before and time.monotonic() < deadline:
         time.sleep(0.1)
