@@ -81,6 +81,8 @@ def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict
     pool_args = {k: kwargs.pop(k) for k in ("n_cpu", "executor", "context", "initializer",
                                             "initargs", "maxtasksperchild")}
     Options(**pool_args, **kwargs)  # every argument is checked before any process starts
+    if "memory_limit" in kwargs:   # (with executor='dask': the limit of the workers it starts)
+        pool_args["memory_limit"] = kwargs["memory_limit"]
     check_func(func)
     if type(tasks).__name__ == "DataFrame" and type(tasks).__module__.startswith("pandas"):
         warnings.warn("iterating a DataFrame yields its column names, so these are the tasks; "
@@ -109,7 +111,7 @@ def progress_map(func: Callable[[Any], Any], tasks: Iterable[Any],
                  context: Optional[str] = None, total: Optional[int] = None,
                  disable: bool = False, process_timeout: Optional[float] = None,
                  error_behavior: str = "raise", set_error_value: Any = None,
-                 executor: str = "processes", need_serialize: bool = False,
+                 executor: Any = "processes", need_serialize: bool = False,
                  maxtasksperchild: Optional[int] = None,
                  used_add_progress_decorator: bool = False, return_failed_tasks: bool = False,
                  timeout: Optional[float] = None, **options: Unpack[NewOptions]) -> Any:
@@ -123,7 +125,7 @@ def progress_starmap(func: Callable[..., Any], tasks: Iterable[Iterable[Any]],
                      context: Optional[str] = None, total: Optional[int] = None,
                      disable: bool = False, process_timeout: Optional[float] = None,
                      error_behavior: str = "raise", set_error_value: Any = None,
-                     executor: str = "processes", need_serialize: bool = False,
+                     executor: Any = "processes", need_serialize: bool = False,
                      maxtasksperchild: Optional[int] = None,
                      used_add_progress_decorator: bool = False,
                      return_failed_tasks: bool = False, timeout: Optional[float] = None,
@@ -138,7 +140,7 @@ def progress_imap(func: Callable[[Any], Any], tasks: Iterable[Any],
                   context: Optional[str] = None, total: Optional[int] = None,
                   disable: bool = False, process_timeout: Optional[float] = None,
                   error_behavior: str = "raise", set_error_value: Any = None,
-                  executor: str = "processes", need_serialize: bool = False,
+                  executor: Any = "processes", need_serialize: bool = False,
                   maxtasksperchild: Optional[int] = None,
                   used_add_progress_decorator: bool = False, return_failed_tasks: bool = False,
                   timeout: Optional[float] = None, **options: Unpack[NewOptions]) -> Any:
@@ -152,7 +154,7 @@ def progress_imapu(func: Callable[[Any], Any], tasks: Iterable[Any],
                    context: Optional[str] = None, total: Optional[int] = None,
                    disable: bool = False, process_timeout: Optional[float] = None,
                    error_behavior: str = "raise", set_error_value: Any = None,
-                   executor: str = "processes", need_serialize: bool = False,
+                   executor: Any = "processes", need_serialize: bool = False,
                    maxtasksperchild: Optional[int] = None,
                    used_add_progress_decorator: bool = False, return_failed_tasks: bool = False,
                    timeout: Optional[float] = None, **options: Unpack[NewOptions]) -> Any:

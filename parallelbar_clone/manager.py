@@ -79,7 +79,7 @@ class Manager:
         self.options = options
         self.backend = backend
         self.bars = bars
-        self.wanted = options.workers
+        self.wanted = getattr(backend, "width", options.workers)
         self.commands: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self.runs: Dict[int, Run] = {}
         self.workers: List[Worker] = []
@@ -371,6 +371,11 @@ class Manager:
                     start: Failure.made_here(SerializationError(
                         f"task {start} could not be unpickled in the worker: "
                         f"{failure.summary()}"))})
+        elif kind == "lost":
+            self._on_lost(w, msg)
+        elif kind == "fatal":   # the backend cannot go on (a dask client closed, say)
+            if self.broken is None:
+                self._break(msg[1])
         elif kind == "func_error":
             run = self.runs.get(msg[1])
             if run is None:
@@ -386,6 +391,25 @@ class Manager:
                          f"Define what it uses where the worker can import it (a module), or "
                          f"use context='fork', whose workers inherit the caller's objects")
             self._fail_run(run, Deferred(lambda exc: SerializationError(text), failure))
+
+    def _on_lost(self, w: Worker, msg: Any) -> None:
+        """The worker that ran a chunk died, and the backend gave it up (a dask worker,
+        after dask's own retries): a lone task gets the error; a chunk of several runs
+        again one task per chunk, so that only the task that kills its worker fails."""
+        _, run_id, start, n, err = msg
+        chunk = self._pop_chunk(w, start)
+        run = self.runs.get(run_id)
+        if chunk is None:
+            return
+        chunk.run.bytes_done += chunk.nbytes
+        if run is None:
+            return
+        if n > 1:
+            log.info("%s; running tasks %d..%d one by one", err, start, start + n - 1)
+            self._requeue(run, [(start + i, [chunk.items[i]]) for i in range(n)])
+        else:
+            self._deliver(run, start, 1, values=[None], items=chunk.items,
+                          failures={start: Failure.made_here(err)})
 
     def _send_by_value(self, w: Worker, run: Run) -> Optional[BaseException]:
         """A worker could not load the run's function by name: send it by value (dill)

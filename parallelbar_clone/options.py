@@ -24,7 +24,32 @@ __all__ = ["Options", "NewOptions", "PARAMETERS", "parameters_doc", "check_func"
            "default_context", "default_n_cpu"]
 
 ERROR_BEHAVIORS = ("raise", "coerce", "ignore")
-EXECUTORS = ("processes", "threads")
+EXECUTORS = ("processes", "threads", "dask")
+SCHEDULER_SCHEMES = ("tcp://", "tls://", "ws://", "wss://", "inproc://", "ucx://")
+
+
+def is_dask_client(value: Any) -> bool:
+    """Is ``value`` a ``distributed.Client``? (Without importing distributed: if it was
+    never imported, nothing can be one.)"""
+    distributed = sys.modules.get("distributed")
+    client = getattr(distributed, "Client", None)
+    return isinstance(client, type) and isinstance(value, client)
+
+
+def uses_dask(executor: Any) -> bool:
+    return executor == "dask" or is_dask_client(executor) or (
+        isinstance(executor, str) and executor.startswith(SCHEDULER_SCHEMES))
+
+
+def _check_executor(value: Any) -> None:
+    if isinstance(value, str) and (value in EXECUTORS or uses_dask(value)):
+        return
+    if is_dask_client(value):
+        return
+    raise ValueError(f"executor={value!r} is not allowed; use 'processes', 'threads', 'dask', "
+                     f"a dask scheduler address such as 'tcp://host:8786', or a "
+                     f"distributed.Client")
+
 
 _UNITS = {"": 1, "b": 1,
           "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12,
@@ -152,10 +177,17 @@ PARAMETERS: Dict[str, Tuple[str, str]] = {
     "set_error_value": ("object, optional",
                         "What a failed slot holds with ``error_behavior='coerce'``; None "
                         "(the default) puts the exception there."),
-    "executor": ("{'processes', 'threads'}, default 'processes'",
+    "executor": ("{'processes', 'threads', 'dask'}, scheduler address or Client, "
+                 "default 'processes'",
                  "Run tasks in worker processes, or in threads of this process (no "
                  "``memory_limit``; a timeout fills the slot but cannot stop the "
-                 "thread)."),
+                 "thread), or on a dask.distributed cluster: ``'dask'`` (the current "
+                 "default client, else a ``LocalCluster`` of ``n_cpu`` single-threaded "
+                 "worker processes, closed at the end), a scheduler address "
+                 "(``'tcp://host:8786'``) or a ``distributed.Client`` (never closed "
+                 "by us). Needs ``pip install 'parallelbar_clone[dask]'``; see "
+                 ":mod:`parallelbar_clone.dask_backend` for how each guard maps onto "
+                 "dask."),
     "need_serialize": ("bool, default False",
                        "Accepted for compatibility with parallelbar; functions that "
                        "pickle cannot send go through dill anyway."),
@@ -176,8 +208,9 @@ PARAMETERS: Dict[str, Tuple[str, str]] = {
                      "when it started, across its tasks: bytes, or a size such as "
                      "``'512MB'`` or ``'2GiB'``. The task running when it is passed "
                      "gets a ``MemoryLimitError`` (saying what the worker held and "
-                     "what that task added) and the worker is replaced. Processes "
-                     "only."),
+                     "what that task added) and the worker is replaced. Not with "
+                     "threads; with ``executor='dask'`` it is the memory limit of the "
+                     "dask workers we start (their whole memory)."),
     "retries": ("int, default 0",
                 "Run a failed task up to this many more times, on any worker, before "
                 "its failure is final (timeouts and worker deaths count as failures)."),
@@ -224,7 +257,7 @@ class Options:
     """
 
     n_cpu: Optional[int] = None
-    executor: str = "processes"
+    executor: Union[str, Any] = "processes"
     context: Optional[str] = None
     initializer: Optional[Callable[..., Any]] = None
     initargs: Tuple[Any, ...] = ()
@@ -250,7 +283,11 @@ class Options:
 
     def __post_init__(self) -> None:
         _check_count("n_cpu", self.n_cpu, 1)
-        _check_choice("executor", self.executor, EXECUTORS)
+        _check_executor(self.executor)
+        dask = uses_dask(self.executor)
+        if dask and self.maxtasksperchild is not None:
+            raise ValueError("maxtasksperchild needs executor='processes' or 'threads': dask "
+                             "starts and stops its own workers")
         if self.context is not None:
             _check_choice("context", self.context, tuple(multiprocessing.get_all_start_methods()))
         if self.initializer is not None and not callable(self.initializer):
@@ -270,6 +307,11 @@ class Options:
             if self.executor == "threads":
                 raise ValueError("memory_limit needs executor='processes': a thread cannot be "
                                  "stopped or measured on its own")
+            if dask and self.executor != "dask":
+                raise ValueError("memory_limit can only be enforced on a dask cluster this "
+                                 "library starts (executor='dask'); give the workers of this "
+                                 "one a memory limit where they are made "
+                                 "(LocalCluster(memory_limit=...), dask worker --memory-limit)")
         _check_choice("error_behavior", self.error_behavior, ERROR_BEHAVIORS)
         _check_count("retries", self.retries, 0)
         if self.retries is None:
