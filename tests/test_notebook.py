@@ -33,6 +33,9 @@ EXPECTED = {
     "resume_and_retries.ipynb": ["0 failures after retries",
                                  "ConnectionError after 3 attempts", "results journalled",
                                  "True"],
+    "dask.ipynb": ["ValueError: negative amount -3.0", "3 TaskTimeoutError", "6 WorkerDiedError",
+                   "[0, 1, 4, 16, 25, 49, 64, 81]", "[1.19, 2.38, 3.57]",
+                   "ConnectionError after 5 s", "[2.0, 3.0, 4.0]"],
     # needs pandas: run by `make test-pandas` (.ci/run), skipped in a plain `make test`
     "pandas.ipynb": ["failed rows: ['A100123', 'A101777', 'A102042']",
                      "A102042 TaskTimeoutError", "{'normal': 8171, 'urgent': 1829}",
