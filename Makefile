@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-pandas bench bench-pandas mutate breaks clean
+.PHONY: demo test test-pandas notebooks bench bench-pandas mutate breaks clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ $(PANDAS_VENV)/.installed: pyproject.toml
 
 test-pandas: $(PANDAS_VENV)/.installed
 	$(PANDAS_VENV)/bin/python -c 'import pandas; print("pandas", pandas.__version__)'
-	$(PANDAS_VENV)/bin/python -m pytest -q tests/test_pandas.py $(PYTEST_ARGS)
+	$(PANDAS_VENV)/bin/python -m pytest -q tests/test_pandas.py tests/test_notebook.py -k "pandas" $(PYTEST_ARGS)
 
 # pandarallel runs with pandas 2 only
 .venv-pandas2/.bench: pyproject.toml
@@ -40,6 +40,10 @@ test-pandas: $(PANDAS_VENV)/.installed
 
 bench-pandas: .venv-pandas2/.bench
 	.venv-pandas2/bin/python benchmarks/pandas_bench.py $(BENCH_ARGS)
+
+# Re-run every notebook in notebooks/ and save it with its outputs (the tests run them too).
+notebooks: $(VENV)/.installed
+	$(PY) notebooks/execute.py
 
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[benchmarks]'

@@ -243,7 +243,7 @@ def versions() -> Dict[str, str]:
     from importlib import metadata
     out = {}
     for dist in ("parallelbar_clone", "parallelbar", "tqdm", "mpire", "pebble", "joblib",
-                 "psutil", "dill"):
+                 "psutil", "dill", "distributed"):
         try:
             out[dist] = metadata.version(dist)
         except Exception:

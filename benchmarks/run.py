@@ -39,6 +39,7 @@ if HERE not in sys.path:  # so `python -m benchmarks.run` and workers can import
 
 import bench_tasks  # noqa: E402
 import checkpoint_overhead  # noqa: E402
+import dask_bench  # noqa: E402
 import libraries  # noqa: E402
 import pool_measures  # noqa: E402
 from bench_tasks import fibonacci, invert, spin, spin_total  # noqa: E402
@@ -49,7 +50,7 @@ from report import (command_line, fmt_ms, fmt_rate, fmt_ratio, fmt_s,  # noqa: E
                     load_average, machine_lines, md_table, spread)
 
 WORKLOADS = ("startup", "pool-start", "respawn", "trivial", "cpu", "waiting", "skewed",
-             "stream", "stream-rate", "scaling", "checkpoint")
+             "stream", "stream-rate", "scaling", "checkpoint", "dask")
 
 # Table order of the entries timed in workloads 1-3.
 MAIN_KEYS = ("pool.map", "pool.imap", "ppe.map", "tqdm.process_map", "pb.progress_map",
@@ -662,7 +663,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "stream": lambda: wl_stream(args, libs),
                "stream-rate": lambda: engine_measure(pool_measures.stream_rate, args),
                "scaling": lambda: wl_scaling(args, libs),
-               "checkpoint": lambda: wl_checkpoint(args, libs)}
+               "checkpoint": lambda: wl_checkpoint(args, libs),
+               "dask": lambda: engine_measure(dask_bench.measure, args)}
     try:
         for name in args.workloads:
             log(f"== {name}")

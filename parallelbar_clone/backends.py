@@ -179,8 +179,7 @@ class ProcessBackend:
             return False  # it died; its sentinel will tell
 
     def send_function(self, w: Worker, run: Any) -> bool:
-        return self.send(w, serialize.dumps(("f", run.id, run.payload, run.timing,
-                                             run.journal is not None)))
+        return self.send(w, serialize.dumps(("f", run.id, run.payload, run.timing, True)))
 
     def send_chunk(self, w: Worker, chunk: Any, run: Any) -> bool:
         if run.id not in w.runs:
@@ -458,7 +457,7 @@ class ThreadBackend:
 
     def send_chunk(self, w: Worker, chunk: Any, run: Any) -> bool:
         w.inbox.put(("c", run.id, chunk.start, run.func,  # type: ignore[attr-defined]
-                     chunk.items, run.timing, run.journal is not None))
+                     chunk.items, run.timing, True))
         return True
 
     def forget(self, w: Worker, run_id: int) -> None:

@@ -58,6 +58,12 @@ class TaskTimeoutError(ParallelBarError, TimeoutError):
 class MemoryLimitError(ParallelBarError, MemoryError):
     """A task's worker grew past ``memory_limit``; the worker was killed and replaced."""
 
+    def __new__(cls, *args: object, **kwargs: object) -> "MemoryLimitError":
+        # ``cls.__new__`` would find MemoryError's, which refuses this class (its layout
+        # comes from ParallelBarError); tblib, which dask installs for every exception
+        # class once distributed is imported, rebuilds exceptions with ``cls.__new__(cls)``.
+        return Exception.__new__(cls, *args)
+
     def __init__(self, message: str, *, task_position: Optional[int] = None,
                  limit: Optional[int] = None, used: Optional[int] = None) -> None:
         super().__init__(message)

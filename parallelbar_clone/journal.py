@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import serialize
 from .errors import ParallelBarError, RemoteTraceback, SerializationError
+from .outcomes import safe_text
 
 log = logging.getLogger("parallelbar_clone")
 
@@ -199,13 +200,6 @@ def _fingerprint_diff(path: str, stored: Dict[str, Any], wanted: Dict[str, Any])
               f"checkpoint path.")
 
 
-def _exc_text(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return "<str() failed>"
-
-
 def _only_line(exc: BaseException) -> str:
     try:
         return "".join(traceback.format_exception_only(type(exc), exc))
@@ -254,7 +248,7 @@ def _pack_failure(pos: int, exc: Any) -> Tuple[int, bytes, str, str, str]:
     tb = getattr(exc, "traceback", None)
     if not isinstance(tb, str) or not tb:
         tb = _only_line(exc)
-    name, text = serialize.describe(exc), _exc_text(exc)
+    name, text = serialize.describe(exc), safe_text(exc)
     try:
         data = serialize.dumps(exc)
         serialize.loads(data)  # many exceptions pickle fine but fail to unpickle

@@ -79,7 +79,7 @@ class Manager:
         self.options = options
         self.backend = backend
         self.bars = bars
-        self.wanted = options.workers
+        self.wanted = getattr(backend, "width", options.workers)
         self.commands: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self.runs: Dict[int, Run] = {}
         self.workers: List[Worker] = []
@@ -371,6 +371,11 @@ class Manager:
                     start: Failure.made_here(SerializationError(
                         f"task {start} could not be unpickled in the worker: "
                         f"{failure.summary()}"))})
+        elif kind == "lost":
+            self._on_lost(w, msg)
+        elif kind == "fatal":   # the backend cannot go on (a dask client closed, say)
+            if self.broken is None:
+                self._break(msg[1])
         elif kind == "func_error":
             run = self.runs.get(msg[1])
             if run is None:
@@ -386,6 +391,25 @@ class Manager:
                          f"Define what it uses where the worker can import it (a module), or "
                          f"use context='fork', whose workers inherit the caller's objects")
             self._fail_run(run, Deferred(lambda exc: SerializationError(text), failure))
+
+    def _on_lost(self, w: Worker, msg: Any) -> None:
+        """The worker that ran a chunk died, and the backend gave it up (a dask worker,
+        after dask's own retries): a lone task gets the error; a chunk of several runs
+        again one task per chunk, so that only the task that kills its worker fails."""
+        _, run_id, start, n, err = msg
+        chunk = self._pop_chunk(w, start)
+        run = self.runs.get(run_id)
+        if chunk is None:
+            return
+        chunk.run.bytes_done += chunk.nbytes
+        if run is None:
+            return
+        if n > 1:
+            log.info("%s; running tasks %d..%d one by one", err, start, start + n - 1)
+            self._requeue(run, [(start + i, [chunk.items[i]]) for i in range(n)])
+        else:
+            self._deliver(run, start, 1, values=[None], items=chunk.items,
+                          failures={start: Failure.made_here(err)})
 
     def _send_by_value(self, w: Worker, run: Run) -> Optional[BaseException]:
         """A worker could not load the run's function by name: send it by value (dill)
@@ -429,6 +453,8 @@ class Manager:
         run.inner_done += counted[0]
         run.inner_failed += counted[1]
         run.policy.observe(n, busy)
+        now = monotonic()
+        run.summary.chunk_ran(w.pid, now - busy, now, n)
         failures = {pos: _failure(p) for pos, p in errors.items()} if errors else None
         whole = start == chunk.start and n == len(chunk.items)
         offset = start - chunk.start
@@ -483,6 +509,7 @@ class Manager:
         done = n - len(skip)
         run.finished += done
         nfail = len(final_failures)
+        self._record(run, start, n, skip, final_failures, items, durations, resumed)
         if not resumed:
             run.bar_done += done - nfail
             run.bar_failed += nfail
@@ -498,6 +525,27 @@ class Manager:
         run.bytes_out += piece.nbytes
         run.out.put(("p", piece), urgent=run.out.items and len(run.out.items) > 64)
         self._maybe_finish(run)
+
+    @staticmethod
+    def _record(run: Run, start: int, n: int, skip: Set[int], failures: Dict[int, Failure],
+                items: Optional[List[Any]], durations: Optional[List[float]],
+                resumed: bool) -> None:
+        """What the run's summary learns from a delivered piece (plain data only)."""
+        summary = run.summary
+        if not skip and not failures:
+            summary.tasks_done(range(start, start + n), durations)
+            return
+        for i in range(n):
+            pos = start + i
+            if pos in skip:
+                continue
+            duration = durations[i] if durations else None
+            failure = failures.get(pos)
+            if failure is None:
+                summary.task_done(pos, duration)
+            elif not resumed:
+                task = items[i] if items is not None else None
+                summary.task_failed(pos, task, duration=duration, record=failure)
 
     @staticmethod
     def _claim_except(run: Run, start: int, n: int, skip: Set[int]) -> List[Tuple[int, int]]:
@@ -521,6 +569,8 @@ class Manager:
             if tries < opts.retries and failure.matches(opts.retry_on):
                 run.attempts[pos] = tries + 1
                 run.history.setdefault(pos, []).append(failure.summary())
+                run.summary.retried(pos, type_name=failure.type_name.rpartition(".")[2],
+                                    message=failure.text)
                 delay = opts.retry_delay * opts.retry_backoff ** tries
                 heapq.heappush(run.delayed, (monotonic() + delay, pos, items[pos - start]))
                 again.add(pos)
@@ -574,9 +624,12 @@ class Manager:
                 run.journal.close()
             except Exception:
                 log.exception("could not flush the checkpoint journal %s", run.opts.checkpoint)
+        run.summary.finished()
         run.ended.set()
         self._flush_run_bar(run, monotonic(), force=True)
         if not run.opts.disable:
+            if run.summary.n_failed or run.summary.worker_restarts:
+                self.bars().send(("summary", run.id, run.summary.line()))
             self.bars().send(("close", run.id, run.bar_closed))
 
     # -- deaths and guards ----------------------------------------------------------
@@ -629,7 +682,7 @@ class Manager:
                     f"{UNBLAMED_DEATHS} workers in a row died outside any task; the last (pid "
                     f"{w.pid}) {describe_death(code)}", pid=w.pid, exitcode=code))
                 return
-        self._bury(w, blame, suspects)
+        self._bury(w, blame, suspects, why=_death_reason(code))
         self.backend.release(w)
         if w in self.dying:
             self.dying.remove(w)
@@ -640,7 +693,7 @@ class Manager:
         return any(c.run is run and c.done <= pos < c.end for c in w.inflight)
 
     def _bury(self, w: Worker, blame: Optional[Tuple[Run, int, BaseException]],
-              suspects: Optional[Tuple[Run, int, int]] = None) -> None:
+              suspects: Optional[Tuple[Run, int, int]] = None, why: str = "") -> None:
         """Take w out of service: requeue what it had not finished, fail the blamed task.
 
         ``suspects`` (run, first, end): the worker died somewhere in that batch of
@@ -649,6 +702,11 @@ class Manager:
         w.dead = True
         if w in self.workers:
             self.workers.remove(w)
+        reason = why or (_KILLED_FOR.get(type(blame[2]).__name__, type(blame[2]).__name__)
+                         if blame is not None else "killed")
+        for run in {c.run for c in w.inflight}:
+            if run.state == "active":
+                run.summary.worker_replaced(w.pid, reason)
         if w.killed_at is not None and self.backend.alive(w):
             self.dying.append(w)   # its slot is freed once it is gone: it may still write
         else:
@@ -786,6 +844,17 @@ class Manager:
                 old = live.get(run_id, (0, 0))
                 live[run_id] = (old[0] + d, old[1] + e)
         return live
+
+
+_KILLED_FOR = {"TaskTimeoutError": "timeout", "MemoryLimitError": "memory limit"}
+
+
+def _death_reason(code: Optional[int]) -> str:
+    from .errors import signal_name
+    name = signal_name(code)
+    if name is not None:
+        return name
+    return "vanished" if code is None else f"exit code {code}"
 
 
 def _failure(packed: Any) -> Failure:

@@ -11,19 +11,45 @@ import multiprocessing
 import os
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Type, Union
 
 try:  # Python 3.8+
     from typing import TypedDict
 except ImportError:  # pragma: no cover
     TypedDict = dict  # type: ignore[assignment,misc]
 
-__all__ = ["Options", "NewOptions", "check_func", "parse_memory", "default_context",
-           "default_n_cpu"]
+__all__ = ["Options", "NewOptions", "PARAMETERS", "parameters_doc", "check_func", "parse_memory",
+           "default_context", "default_n_cpu"]
 
 ERROR_BEHAVIORS = ("raise", "coerce", "ignore")
-EXECUTORS = ("processes", "threads")
+EXECUTORS = ("processes", "threads", "dask")
+SCHEDULER_SCHEMES = ("tcp://", "tls://", "ws://", "wss://", "inproc://", "ucx://")
+
+
+def is_dask_client(value: Any) -> bool:
+    """Is ``value`` a ``distributed.Client``? (Without importing distributed: if it was
+    never imported, nothing can be one.)"""
+    distributed = sys.modules.get("distributed")
+    client = getattr(distributed, "Client", None)
+    return isinstance(client, type) and isinstance(value, client)
+
+
+def uses_dask(executor: Any) -> bool:
+    return executor == "dask" or is_dask_client(executor) or (
+        isinstance(executor, str) and executor.startswith(SCHEDULER_SCHEMES))
+
+
+def _check_executor(value: Any) -> None:
+    if isinstance(value, str) and (value in EXECUTORS or uses_dask(value)):
+        return
+    if is_dask_client(value):
+        return
+    raise ValueError(f"executor={value!r} is not allowed; use 'processes', 'threads', 'dask', "
+                     f"a dask scheduler address such as 'tcp://host:8786', or a "
+                     f"distributed.Client")
+
 
 _UNITS = {"": 1, "b": 1,
           "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12,
@@ -106,6 +132,119 @@ def _check_choice(name: str, value: Any, allowed: Tuple[str, ...]) -> None:
                          + ", ".join(repr(a) for a in allowed))
 
 
+# One description per parameter, written once: the docstrings of Options, of the four
+# progress_* functions and of ProgressPool and its methods are all made from these.
+# name: (type, description)
+PARAMETERS: Dict[str, Tuple[str, str]] = {
+    "func": ("callable",
+             "Run as ``func(task)`` in a worker for each task (``func(*task)`` for the "
+             "starmap variants). Lambdas, closures and functions defined in ``__main__`` "
+             "or a notebook are sent through dill."),
+    "tasks": ("iterable",
+              "The inputs. Any iterable, also a generator of unknown length; it is read "
+              "as work is sent out, not all at once."),
+    "initializer": ("callable, optional",
+                    "Called as ``initializer(*initargs)`` once in each new worker. If it "
+                    "raises, the run stops with ``InitializerError``."),
+    "initargs": ("tuple, default ()", "Arguments for ``initializer``."),
+    "n_cpu": ("int, optional",
+              "Workers to run. Default: the CPUs this process may use (its affinity "
+              "mask, not the machine's count)."),
+    "chunk_size": ("int, optional",
+                   "Tasks sent to a worker at once. Default None: chunks are sized from "
+                   "measured task durations (about 0.1 s of work each, 1 MB of tasks at most, "
+                   "smaller at the start and near the end)."),
+    "context": ("str, optional",
+                "Start method of worker processes: ``'fork'``, ``'spawn'`` or "
+                "``'forkserver'``. Default: ``'fork'`` semantics where fork exists but "
+                "macOS (workers forked by the pool's single-threaded zygote, so they see "
+                "the program as it stood when the pool started), else ``'spawn'``."),
+    "total": ("int, optional",
+              "The number of tasks, for the bar. Default ``len(tasks)`` or "
+              "``operator.length_hint(tasks)``; unknown is fine (the bar counts "
+              "without a percentage)."),
+    "disable": ("bool, default False", "Show no progress bars."),
+    "process_timeout": ("float, optional",
+                        "Seconds one task may run. Enforced from the parent: the worker "
+                        "is killed (even inside C code) and replaced, and the task's slot "
+                        "gets a ``TaskTimeoutError``."),
+    "error_behavior": ("{'raise', 'coerce', 'ignore'}, default 'raise'",
+                       "``'raise'``: the first failure is raised in the caller at once, "
+                       "as its own type, and the run stops. ``'coerce'``: the failed "
+                       "task's slot gets ``set_error_value``, or the exception itself "
+                       "when that is None. ``'ignore'``: failed slots are left out of "
+                       "the result."),
+    "set_error_value": ("object, optional",
+                        "What a failed slot holds with ``error_behavior='coerce'``; None "
+                        "(the default) puts the exception there."),
+    "executor": ("{'processes', 'threads', 'dask'}, scheduler address or Client, "
+                 "default 'processes'",
+                 "Run tasks in worker processes, or in threads of this process (no "
+                 "``memory_limit``; a timeout fills the slot but cannot stop the "
+                 "thread), or on a dask.distributed cluster: ``'dask'`` (the current "
+                 "default client, else a ``LocalCluster`` of ``n_cpu`` single-threaded "
+                 "worker processes, closed at the end), a scheduler address "
+                 "(``'tcp://host:8786'``) or a ``distributed.Client`` (never closed "
+                 "by us). Needs ``pip install 'parallelbar_clone[dask]'``; see "
+                 ":mod:`parallelbar_clone.dask_backend` for how each guard maps onto "
+                 "dask."),
+    "need_serialize": ("bool, default False",
+                       "Accepted for compatibility with parallelbar; functions that "
+                       "pickle cannot send go through dill anyway."),
+    "maxtasksperchild": ("int, optional",
+                         "Replace a worker after it ran this many tasks."),
+    "used_add_progress_decorator": ("bool, default False",
+                                    "The bar counts calls of functions decorated with "
+                                    "``wrappers.add_progress`` instead of tasks (give "
+                                    "``total`` as the number of calls)."),
+    "return_failed_tasks": ("bool, default False",
+                            "Return ``(results, failed_tasks)``: also the tasks that "
+                            "failed."),
+    "timeout": ("float, optional",
+                "Seconds the whole call may take; past it the run stops with "
+                "``RunTimeoutError``."),
+    "memory_limit": ("int or str, optional",
+                     "How much a worker's resident memory may grow over what it held "
+                     "when it started, across its tasks: bytes, or a size such as "
+                     "``'512MB'`` or ``'2GiB'``. The task running when it is passed "
+                     "gets a ``MemoryLimitError`` (saying what the worker held and "
+                     "what that task added) and the worker is replaced. Not with "
+                     "threads; with ``executor='dask'`` it is the memory limit of the "
+                     "dask workers we start (their whole memory)."),
+    "retries": ("int, default 0",
+                "Run a failed task up to this many more times, on any worker, before "
+                "its failure is final (timeouts and worker deaths count as failures)."),
+    "retry_delay": ("float, default 0",
+                    "Seconds to wait before the first retry of a task."),
+    "retry_backoff": ("float, default 1",
+                      "Multiplies the wait before each further retry: the k-th retry "
+                      "waits ``retry_delay * retry_backoff**(k-1)``."),
+    "retry_on": ("exception class or tuple of them, default Exception",
+                 "The failures worth retrying (so not ``KeyboardInterrupt``)."),
+    "checkpoint": ("str or os.PathLike, optional",
+                   "Path of a SQLite journal of finished tasks. Calling again with the "
+                   "same path after a crash (even SIGKILL or a power cut) runs only the "
+                   "tasks not journalled yet and returns the full result."),
+    "overwrite_checkpoint": ("bool, default False",
+                             "Start the journal afresh even if a different call wrote "
+                             "it (else ``CheckpointMismatchError``)."),
+    "keep_failures": ("bool, default False",
+                      "On resume, keep journalled failures instead of running those "
+                      "tasks again."),
+}
+
+
+def parameters_doc(names: Iterable[str], heading: str = "Parameters") -> str:
+    """A numpydoc ``Parameters`` section for ``names``, from :data:`PARAMETERS`."""
+    lines = [heading, "-" * len(heading)]
+    for name in names:
+        kind, text = PARAMETERS[name]
+        lines.append(f"{name} : {kind}")
+        lines.extend(textwrap.wrap(text, width=84, initial_indent="    ",
+                                   subsequent_indent="    "))
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class Options:
     """Everything a run can be told, after ``func`` and ``tasks``.
@@ -114,52 +253,11 @@ class Options:
     the others may change from one call to the next on the same
     :class:`~parallelbar_clone.ProgressPool`.
 
-    n_cpu: workers to run (default: the CPUs this process may use).
-    executor: ``'processes'`` or ``'threads'``.
-    context: start method ``'fork'``, ``'spawn'`` or ``'forkserver'``
-        (default: :func:`default_context`).
-    initializer, initargs: called as ``initializer(*initargs)`` once in each
-        new worker. If it raises, the run stops with :class:`InitializerError`.
-    maxtasksperchild: replace a worker after it ran this many tasks.
-    chunk_size: tasks sent to a worker at once; None sizes chunks adaptively
-        from measured task durations.
-    total: the number of tasks, for the bar; default ``len(tasks)`` or
-        ``operator.length_hint``; unknown is fine (the bar counts without a %).
-    disable: show no bars.
-    process_timeout: seconds one task may run. Enforced from the parent: the
-        worker is killed (even inside C code) and replaced, and the task's slot
-        gets a :class:`TaskTimeoutError`.
-    memory_limit: bytes (int) or a size string (``'512MB'``, ``'2GiB'``) that a
-        worker's resident memory may grow by over its idle footprint while
-        running a task. A task past it gets a :class:`MemoryLimitError`
-        and the worker is replaced. Processes only.
-    error_behavior: ``'raise'`` (the first failure is raised in the caller at
-        once, as its own type, and the run stops), ``'coerce'`` (the slot gets
-        ``set_error_value``, or the exception itself when that is None),
-        ``'ignore'`` (failed slots are dropped from the result).
-    set_error_value: see ``error_behavior``.
-    need_serialize: accepted for compatibility; functions that plain pickle
-        cannot send go through dill anyway.
-    used_add_progress_decorator: the bar counts calls of functions decorated
-        with :func:`~parallelbar_clone.wrappers.add_progress` instead of tasks.
-    return_failed_tasks: return ``(results, failed_tasks)``.
-    timeout: seconds the whole call may take before :class:`RunTimeoutError`.
-    retries: run a failed task up to this many more times, on any worker, before
-        its failure is final (timeouts and worker deaths count as failures).
-    retry_delay: seconds to wait before the first retry of a task;
-        ``retry_backoff`` multiplies the wait for each further attempt.
-    retry_on: the exception class (or tuple of classes) worth retrying; default
-        ``Exception`` (so not ``KeyboardInterrupt`` or ``SystemExit``).
-    checkpoint: path of a SQLite journal of finished tasks. Calling again with the
-        same path after a crash (even SIGKILL or a power cut) runs only the tasks
-        not journalled yet and returns the full result. See :mod:`.journal`.
-    overwrite_checkpoint: start the journal afresh even if it was written by a
-        different call.
-    keep_failures: on resume, keep journalled failures instead of re-running them.
+    Each field is described in :data:`PARAMETERS` (shown below by ``help()``).
     """
 
     n_cpu: Optional[int] = None
-    executor: str = "processes"
+    executor: Union[str, Any] = "processes"
     context: Optional[str] = None
     initializer: Optional[Callable[..., Any]] = None
     initargs: Tuple[Any, ...] = ()
@@ -185,7 +283,11 @@ class Options:
 
     def __post_init__(self) -> None:
         _check_count("n_cpu", self.n_cpu, 1)
-        _check_choice("executor", self.executor, EXECUTORS)
+        _check_executor(self.executor)
+        dask = uses_dask(self.executor)
+        if dask and self.maxtasksperchild is not None:
+            raise ValueError("maxtasksperchild needs executor='processes' or 'threads': dask "
+                             "starts and stops its own workers")
         if self.context is not None:
             _check_choice("context", self.context, tuple(multiprocessing.get_all_start_methods()))
         if self.initializer is not None and not callable(self.initializer):
@@ -205,6 +307,11 @@ class Options:
             if self.executor == "threads":
                 raise ValueError("memory_limit needs executor='processes': a thread cannot be "
                                  "stopped or measured on its own")
+            if dask and self.executor != "dask":
+                raise ValueError("memory_limit can only be enforced on a dask cluster this "
+                                 "library starts (executor='dask'); give the workers of this "
+                                 "one a memory limit where they are made "
+                                 "(LocalCluster(memory_limit=...), dask worker --memory-limit)")
         _check_choice("error_behavior", self.error_behavior, ERROR_BEHAVIORS)
         _check_count("retries", self.retries, 0)
         if self.retries is None:
@@ -252,6 +359,8 @@ class Options:
                             f"pass it to ProgressPool(...), not to one call")
         return replace(self, **overrides)
 
+
+Options.__doc__ = (Options.__doc__ or "") + "\n" + parameters_doc(f.name for f in fields(Options))
 
 POOL_FIELDS = frozenset({"n_cpu", "executor", "context", "initializer", "initargs",
                          "maxtasksperchild"})

@@ -55,7 +55,8 @@ class Failure:
     worker's death), or ``data`` is a worker's pickle of the task's exception.
     ``attempts`` and ``history`` say how often it ran (with ``retries``)."""
 
-    __slots__ = ("exc", "data", "tb", "type_name", "text", "classes", "attempts", "history")
+    __slots__ = ("exc", "data", "tb", "type_name", "text", "classes", "attempts", "history",
+                 "_loaded")
 
     def __init__(self, *, exc: Optional[BaseException] = None, data: Optional[bytes] = None,
                  tb: str = "", type_name: str = "", text: str = "",
@@ -68,6 +69,7 @@ class Failure:
         self.classes = classes or (qualified_names(type(exc)) if exc is not None else ())
         self.attempts = 1
         self.history: List[str] = []
+        self._loaded: Optional[BaseException] = None
 
     @classmethod
     def made_here(cls, exc: BaseException) -> "Failure":
@@ -110,7 +112,10 @@ class Failure:
     def exception(self) -> BaseException:
         """The exception, as the caller sees it: its own type, with ``.traceback`` and
         ``__cause__`` (the worker's traceback); a :class:`SerializationError` saying
-        why if it cannot be loaded here. Call it in the consuming thread."""
+        why if it cannot be loaded here. Call it in the consuming thread; it is loaded
+        once."""
+        if self._loaded is not None:
+            return self._loaded
         exc = self.exc
         if exc is None:
             try:
@@ -141,10 +146,11 @@ class Failure:
                                  + "; ".join(self.history) + ")")
             except Exception:
                 pass
+        self._loaded = exc
         return exc
 
     def __reduce__(self) -> Any:  # (only our tests pickle one)
-        state = {k: getattr(self, k) for k in self.__slots__}
+        state = {k: getattr(self, k) for k in self.__slots__ if k != "_loaded"}
         return (_rebuild_failure, (state,))
 
     def __repr__(self) -> str:
@@ -153,9 +159,24 @@ class Failure:
 
 def _rebuild_failure(state: Dict[str, Any]) -> Failure:
     failure = Failure.__new__(Failure)
+    failure._loaded = None
     for key, value in state.items():
         setattr(failure, key, value)
     return failure
+
+
+def _as_task_error(exc: BaseException) -> Tuple[str, BaseException]:
+    """(traceback text, the exception to report). The frames are let go; ``SystemExit``
+    and the other exceptions that are not an ``Exception`` become a TaskExitError."""
+    tb = _format_traceback(exc)
+    exc.__traceback__ = None  # let go of the frames (and what they hold)
+    if not isinstance(exc, Exception):
+        code = getattr(exc, "code", None) if isinstance(exc, SystemExit) else None
+        what = (f"called sys.exit({code!r})" if isinstance(exc, SystemExit)
+                else f"raised {type(exc).__name__}")
+        exc = TaskExitError(f"the task {what}; that ends a task, not the program",
+                            code=code, original=type(exc).__name__)
+    return tb, exc
 
 
 def pack_exception(exc: BaseException, check_pickle: bool = True
@@ -165,14 +186,7 @@ def pack_exception(exc: BaseException, check_pickle: bool = True
     ``SystemExit`` (``sys.exit()`` in a task) and other exceptions that are not an
     ``Exception`` become a :class:`TaskExitError`: raised in the caller, a task's
     ``sys.exit(0)`` must not end the caller's program with status 0."""
-    tb = _format_traceback(exc)
-    exc.__traceback__ = None  # let go of the frames (and what they hold)
-    if not isinstance(exc, Exception):
-        code = getattr(exc, "code", None) if isinstance(exc, SystemExit) else None
-        what = (f"called sys.exit({code!r})" if isinstance(exc, SystemExit)
-                else f"raised {type(exc).__name__}")
-        exc = TaskExitError(f"the task {what}; that ends a task, not the program",
-                            code=code, original=type(exc).__name__)
+    tb, exc = _as_task_error(exc)
     type_name, text = serialize.describe(exc), safe_text(exc)
     classes = qualified_names(type(exc))
     try:
@@ -190,14 +204,7 @@ def pack_exception(exc: BaseException, check_pickle: bool = True
 
 def local_failure(exc: BaseException) -> Failure:
     """In a thread worker: the task's exception itself, with its traceback text."""
-    tb = _format_traceback(exc)
-    exc.__traceback__ = None
-    if not isinstance(exc, Exception):
-        code = getattr(exc, "code", None) if isinstance(exc, SystemExit) else None
-        what = (f"called sys.exit({code!r})" if isinstance(exc, SystemExit)
-                else f"raised {type(exc).__name__}")
-        exc = TaskExitError(f"the task {what}; that ends a task, not the program",
-                            code=code, original=type(exc).__name__)
+    tb, exc = _as_task_error(exc)
     try:
         exc.traceback = tb  # type: ignore[attr-defined]
         exc.__cause__ = RemoteTraceback(tb)

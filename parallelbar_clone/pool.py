@@ -23,11 +23,21 @@ from .manager import Manager, as_exception
 from .options import Options, check_func
 from .results import ResultIterator, collect
 from .run import Run
+from .summary import RunSummary
 from .worker import MainReentry, importing_main
 
 log = logging.getLogger("parallelbar_clone")
 
-__all__ = ["ProgressPool"]
+__all__ = ["ProgressPool", "last_summary"]
+
+_latest = threading.local()
+
+
+def last_summary() -> Optional[RunSummary]:
+    """What happened in the latest call made from this thread (``progress_map`` and
+    friends included): per-task durations, failures with their tasks and tracebacks,
+    retries, workers replaced, a timeline; see :class:`~.summary.RunSummary`."""
+    return getattr(_latest, "summary", None)
 
 
 class ProgressPool:
@@ -53,12 +63,12 @@ class ProgressPool:
             # A worker is importing a script that starts a pool outside an
             # `if __name__ == '__main__':` guard: stop the import here (see import_main).
             raise MainReentry()
-        self._backend: Any = (ThreadBackend(self._options)
-                              if self._options.executor == "threads"
-                              else ProcessBackend(self._options, preload))
+        self._backend: Any = _make_backend(self._options, preload)
         self._bars: Optional[BarThread] = None
         self._bars_lock = threading.Lock()
         self._closing: Optional[str] = None
+        self.last_summary: Optional[RunSummary] = None
+        """What happened in the latest call on this pool (see :class:`RunSummary`)."""
         self._manager = Manager(self._options, self._backend, self._bar_thread)
         _LIVE_POOLS.add(self)
 
@@ -127,15 +137,21 @@ class ProgressPool:
         except TypeError:
             raise TypeError(f"tasks must be iterable, got {type(tasks).__name__} {tasks!r}"
                             ) from None
-        if opts.memory_limit is not None and not rss_supported():
+        check_call = getattr(self._backend, "check_call", None)
+        if check_call is not None:
+            check_call(opts)
+        elif opts.memory_limit is not None and not rss_supported():
             raise ValueError("memory_limit needs /proc (Linux) or the psutil package: "
                              "pip install 'parallelbar_clone[memory]'")
         if self._manager.broken is not None:
             raise as_exception(self._manager.broken)
         if self._closing is not None:
             raise ValueError("this ProgressPool is closed")
-        run = Run(func, tasks, opts, mode, self._options.workers, _func_name(func))
-        if isinstance(self._backend, ProcessBackend):
+        run = Run(func, tasks, opts, mode, getattr(self._backend, "width", self._options.workers),
+                  _func_name(func))
+        self.last_summary = run.summary
+        _latest.summary = run.summary
+        if hasattr(self._backend, "function_payload"):
             try:
                 run.payload = self._backend.function_payload(func)
             except Exception as exc:
@@ -207,6 +223,15 @@ class ProgressPool:
         if self._bars is not None:
             self._bars.stop()
         _LIVE_POOLS.discard(self)
+
+
+def _make_backend(options: Options, preload: Any) -> Any:
+    if options.executor == "processes":
+        return ProcessBackend(options, preload)
+    if options.executor == "threads":
+        return ThreadBackend(options)
+    from .dask_backend import DaskBackend   # 'dask', a scheduler address or a Client
+    return DaskBackend(options)
 
 
 def _qualified_name(func: Any) -> str:

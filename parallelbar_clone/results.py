@@ -142,7 +142,7 @@ def collect(run: Run, feeder: Feeder, cancel: Any, wait_bar: Any) -> Any:
                     results[index] = coerced(opts, exc)
                     failed_positions.append(index)
                     if piece.items is not None and pos in piece.items:
-                        failed[index] = piece.items[pos]
+                        failed[pos] = piece.items[pos]     # listed in task order
             run.consumed += piece.n - len(piece.skip or ())
             run.bytes_taken += piece.nbytes
         ok = True
@@ -154,7 +154,7 @@ def collect(run: Run, feeder: Feeder, cancel: Any, wait_bar: Any) -> Any:
         drop = set(failed_positions)
         results = [r for i, r in enumerate(results) if i not in drop]
     if opts.return_failed_tasks:
-        return results, [failed[i] for i in sorted(failed)] + inner
+        return results, [failed[p] for p in sorted(failed)] + inner
     return results
 
 
@@ -245,6 +245,11 @@ class ResultIterator:
     @property
     def failed_tasks(self) -> List[Any]:
         return self._state.failed_tasks
+
+    @property
+    def summary(self) -> Any:
+        """What happened so far (a :class:`~.summary.RunSummary`)."""
+        return self._state.run.summary
 
     def __iter__(self) -> "ResultIterator":
         return self

@@ -32,6 +32,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 from .options import Options
 from .outcomes import Failure
 from .schedule import ChunkPolicy, InputPacer, read_ahead_allows
+from .summary import RunSummary
 
 __all__ = ["Run", "Chunk", "Delivered", "Piece", "Outbox", "guess_total"]
 
@@ -169,7 +170,7 @@ class Outbox:
 
     def put(self, message: Any, urgent: bool = False) -> None:
         self.items.append(message)
-        if urgent:
+        if urgent or not self.interval:
             self.wake()
         else:
             self.due = True
@@ -224,6 +225,8 @@ class Run:
         self.timing = opts.process_timeout is not None or opts.memory_limit is not None
         self.deadline = monotonic() + opts.timeout if opts.timeout is not None else None
         self.policy = ChunkPolicy(opts.chunk_size, opts.maxtasksperchild)
+        self.summary = RunSummary(self.total, name)   # (recorded by the manager)
+        self.summary.started()
         # -- the consuming thread's
         self.source: Any = iter(tasks)
         self.safe_source = type(tasks) in (list, tuple, range)  # no user code to pull it
@@ -243,8 +246,8 @@ class Run:
         # -- shared channels
         self.ready: Deque[Chunk] = deque()   # encoded, waiting for a worker
         self.requeue: Deque[Tuple[int, List[Any]]] = deque()   # to encode again, first
-        # results of a whole-list call can wait a little; an iterator's less
-        self.out = Outbox(0.1 if mode == "map" else 0.02)
+        # results of a whole-list call can wait a little; an iterator's cannot
+        self.out = Outbox(0.1 if mode == "map" else 0.0)
         # -- the manager's
         self.delivered = Delivered()
         self.finished = 0                    # positions with a final outcome

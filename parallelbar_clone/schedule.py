@@ -39,7 +39,8 @@ PULL_SECONDS = 0.005            # pull from a slow input for about this long at 
 class ChunkPolicy:
     """Chunk sizes for one run (see the module docstring)."""
 
-    __slots__ = ("fixed", "cap", "per_task", "last", "item_bytes", "_busy", "_tasks")
+    __slots__ = ("fixed", "cap", "per_task", "last", "item_bytes", "_busy", "_tasks", "_bytes",
+                 "_items")
 
     def __init__(self, fixed: Optional[int] = None, cap: Optional[int] = None) -> None:
         self.fixed = fixed
@@ -47,7 +48,8 @@ class ChunkPolicy:
         self.per_task: Optional[float] = None   # measured seconds per task (EWMA)
         self.item_bytes: Optional[float] = None   # encoded bytes per task (EWMA)
         self.last = 0
-        self._busy = self._tasks = 0.0            # decaying sums behind per_task
+        self._busy = self._tasks = 0.0            # decaying sums behind per_task...
+        self._bytes = self._items = 0.0           # ...and item_bytes
 
     def observe(self, n: int, busy: float) -> None:
         """``n`` tasks took ``busy`` seconds of a worker's time. Samples weigh by their
@@ -80,10 +82,10 @@ class ChunkPolicy:
     def took(self, n: int, nbytes: int = 0) -> None:
         """A chunk of ``n`` tasks was made, ``nbytes`` bytes encoded."""
         self.last = n
-        if n > 0 and nbytes > 0:
-            sample = nbytes / n
-            self.item_bytes = sample if self.item_bytes is None \
-                else 0.7 * self.item_bytes + 0.3 * sample
+        if n > 0 and nbytes > 0:   # (weighed by task count, as per_task is)
+            self._bytes = 0.7 * self._bytes + nbytes
+            self._items = 0.7 * self._items + n
+            self.item_bytes = self._bytes / self._items
 
 
 class InputPacer:

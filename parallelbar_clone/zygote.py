@@ -262,10 +262,10 @@ class Zygote:
 
     def __init__(self, target: Callable[..., None], args: tuple) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for stream in (sys.stdout, sys.stderr):   # else what they buffer prints once more
-            try:                                  # from every worker
-                stream.flush()
-            except Exception:
+        for stream in (sys.stdout, sys.stderr):  # else each worker, flushing its streams on
+            try:                                 # exit, prints the caller's unflushed text
+                stream.flush()                   # once more (seen in Jupyter: ipykernel
+            except Exception:                    # forwards a forked child's output)
                 pass
         with FORK_GATE.forking() as ours, _quiet_fork_warning(ours):
             pid = os.fork()
@@ -276,10 +276,7 @@ class Zygote:
                     _Server(child_sock, target, args).serve()
                     code = 0
                 except BaseException:
-                    try:
-                        traceback.print_exc()
-                    except BaseException:
-                        pass
+                    _print_exc()
                 finally:
                     os._exit(code)
         child_sock.close()
@@ -361,6 +358,13 @@ def _reap(pid: int, timeout: float) -> None:
                 pass
             return
         time.sleep(0.002)
+
+
+def _print_exc() -> None:
+    try:
+        traceback.print_exc()
+    except BaseException:
+        pass
 
 
 def exit_code(status: int) -> int:
@@ -484,10 +488,7 @@ class _Server:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
-            try:
-                traceback.print_exc()
-            except BaseException:
-                pass
+            _print_exc()
         finally:
             for stream in (sys.stdout, sys.stderr):
                 try:

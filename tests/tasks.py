@@ -1,5 +1,6 @@
 """Task functions for the tests: module level, so every start method can import them."""
 import ctypes
+import faulthandler
 import os
 import signal
 import time
@@ -37,6 +38,10 @@ def _exit():
 
 
 def _segfault():
+    # pytest turns faulthandler on and forked workers inherit it: without this, every
+    # deliberate crash prints a "Fatal Python error" dump that reads like a real one.
+    # The worker still dies of SIGSEGV, which is what the tests check.
+    faulthandler.disable()
     ctypes.string_at(0)
 
 
@@ -262,4 +267,11 @@ def length(s):
 
 
 def identity(x):
+    return x
+
+
+def raises_on_multiples_of_three(x):
+    if x % 3 == 0:
+        time.sleep(0.05 if x < 10 else 0)   # the first failures come last
+        raise ValueError(x)
     return x

@@ -2,6 +2,7 @@
 import inspect
 import itertools
 import multiprocessing
+import time
 
 import psutil
 import pytest
@@ -9,6 +10,7 @@ import pytest
 import tasks
 from parallelbar_clone import (Options, ProgressPool, RunTimeoutError, progress_imap,
                                progress_imapu, progress_map, progress_starmap)
+from parallelbar_clone import schedule
 from parallelbar_clone.options import parse_memory
 
 PUBLISHED = ["func", "tasks", "initializer", "initargs", "n_cpu", "chunk_size", "context",
@@ -162,20 +164,30 @@ def test_whole_call_timeout():
 
 
 def test_imap_is_lazy_with_an_endless_generator():
-    pulled = itertools.count()
+    """A consumer that pauses stops the reading: the count of items pulled from an
+    endless input settles, below what the read-ahead policy allows (each worker one
+    chunk running, one queued, one more; chunks at most MAX_CHUNK tasks)."""
+    pulled = [0]
 
     def endless():
         for i in itertools.count():
-            next(pulled)
+            pulled[0] += 1
             yield i
 
     with ProgressPool(n_cpu=2, disable=True) as pool:
         it = pool.imap(tasks.times_ten, endless())
         first = [next(it) for _ in range(2000)]
         assert first == [x * 10 for x in range(2000)]
-        seen = next(pulled)
+        readings = [pulled[0]]
+        for _ in range(60):        # the consumer pauses; reading must stop
+            time.sleep(0.25)
+            readings.append(pulled[0])
+            if len(readings) >= 3 and readings[-1] == readings[-2] == readings[-3]:
+                break
         it.close()
-    assert seen < 200_000  # bounded read-ahead, not the whole (endless) input
+    assert readings[-1] == readings[-2] == readings[-3], readings
+    # one more chunk may be on its way in when the cap is reached
+    assert readings[-1] <= (3 * 2 + 1) * schedule.MAX_CHUNK, readings
 
 
 def test_imap_unordered_streams_before_input_ends():
@@ -212,3 +224,13 @@ def test_iterator_that_raises_fails_the_call():
 def test_empty_input():
     assert progress_map(tasks.times_ten, [], disable=True) == []
     assert progress_imapu(tasks.times_ten, iter([]), disable=True) == []
+
+
+@pytest.mark.parametrize("fn", [progress_map, progress_imap, progress_imapu])
+def test_failed_tasks_are_returned_in_task_order(fn):
+    """(The published package listed them in the order they failed.)"""
+    results, failed = fn(tasks.raises_on_multiples_of_three, range(30), n_cpu=2,
+                         chunk_size=1, error_behavior="coerce", return_failed_tasks=True,
+                         disable=True)
+    assert failed == list(range(0, 30, 3))
+    assert len(results) == 30

@@ -1,8 +1,13 @@
-"""What the bars show: DONE counts successes, ERROR appears on the first failure."""
+"""What the bars show: DONE counts successes, ERROR appears on the first failure.
+
+Read from captured stderr, and from the screen a terminal would show for it."""
+import io
 import re
+import threading
 
 import tasks
 from parallelbar_clone import ProgressPool, progress_imap, progress_map
+from parallelbar_clone.bar import BarThread
 
 
 def final_counts(err, desc):
@@ -92,3 +97,96 @@ def test_error_bar_counts_every_failure_of_a_piece(capsys):
     err = capsys.readouterr().err
     assert final_counts(err, "ERROR") == (100, 200)
     assert final_counts(err, "DONE") == (100, 200)
+
+
+# -- what a terminal shows -------------------------------------------------------------
+_CSI = re.compile(r"\x1b\[(\d*)([A-Za-z])")
+
+
+def screen(stream):
+    """The lines a terminal shows after receiving ``stream``: enough of a VT100 for
+    tqdm (carriage return, newline, cursor up; colours dropped)."""
+    lines, row, col = [[]], 0, 0
+    i = 0
+    while i < len(stream):
+        ch = stream[i]
+        match = _CSI.match(stream, i)
+        if match:
+            if match.group(2) == "A":
+                row = max(0, row - int(match.group(1) or 1))
+            i = match.end()
+            continue
+        if ch == "\r":
+            col = 0
+        elif ch == "\n":
+            row, col = row + 1, 0
+        else:
+            while len(lines) <= row:
+                lines.append([])
+            line = lines[row]
+            while len(line) <= col:
+                line.append(" ")
+            line[col] = ch
+            col += 1
+        i += 1
+    return ["".join(line).rstrip() for line in lines if "".join(line).strip()]
+
+
+def test_screen_shows_done_above_error_with_counts_and_rates(capsys):
+    progress_map(tasks.raises, range(40), n_cpu=2, error_behavior="coerce")
+    err = capsys.readouterr().err
+    shown = screen(err)
+    assert [line.split(":")[0] for line in shown] == ["DONE", "ERROR", "1 of 40 tasks failed"], \
+        shown   # the bars, then the run's summary line
+    done, error, summary = shown
+    assert summary.startswith("1 of 40 tasks failed: ValueError 1; slowest: task ")
+    assert re.search(r"\b39/40\b", done) and re.search(r"\b1/40\b", error)
+    assert re.search(r"(it/s|s/it)\]$", done) and re.search(r"(it/s|s/it)\]$", error)
+    # one layout: the bars start and end in the same columns
+    assert done.index("|") == error.index("|") and done.rindex("|") == error.rindex("|")
+
+
+def test_error_bar_first_drawn_with_its_first_count(capsys):
+    progress_map(tasks.raises, range(40), n_cpu=2, error_behavior="coerce")
+    err = capsys.readouterr().err
+    counts = re.findall(r"ERROR:\s+\d+%\|[^|]*\|\s*(\d+)/40", err)
+    assert counts and "0" not in counts, counts
+
+
+def test_done_is_not_100_percent_while_a_task_failed():
+    from parallelbar_clone.bar import _classes, bar_format
+    out = io.StringIO()
+    bar = _classes()["terminal"](total=3000, file=out, bar_format=bar_format("DONE", 3000, width=5))
+    bar.update(2994)
+    assert " 99%|" in str(bar) and "2994/3000" in str(bar)
+    bar.update(6)
+    assert "100%|" in str(bar)
+    bar.close()
+
+
+def test_summary_line_drawn_under_the_bars(capsys):
+    bars = BarThread()
+    closed = threading.Event()
+    bars.send(("open", 1, 10, "DONE", 0, None))
+    bars.send(("update", 1, 8, 2, None))
+    bars.send(("summary", 1, "2 of 10 tasks failed: ValueError x2"))
+    bars.send(("close", 1, closed))
+    assert closed.wait(10)
+    bars.stop()
+    shown = screen(capsys.readouterr().err)
+    assert [line.split(":")[0] for line in shown] == ["DONE", "ERROR", "2 of 10 tasks failed"]
+
+
+def test_summary_for_a_closed_run_is_drawn_at_once(capsys):
+    bars = BarThread()
+    bars.send(("summary", 7, "workers replaced: 1"))
+    bars.stop()
+    assert screen(capsys.readouterr().err) == ["workers replaced: 1"]
+
+
+def test_unknown_total_both_bars_count(capsys):
+    progress_map(tasks.raises, (i for i in range(20)), n_cpu=2, error_behavior="coerce")
+    shown = screen(capsys.readouterr().err)
+    assert [line.split(":")[0] for line in shown] == ["DONE", "ERROR", "1 of 20 tasks failed"], \
+        shown
+    assert re.match(r"DONE:\s+19it \[", shown[0]) and re.match(r"ERROR:\s+1it \[", shown[1])

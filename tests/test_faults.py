@@ -117,7 +117,7 @@ def test_failing_initializer_is_a_clear_error(start_method):
                      initializer=tasks.failing_initializer, error_behavior="coerce")
     assert "failing_initializer" in str(info.value) and "initializer refuses" in str(info.value)
     assert isinstance(info.value.__cause__, RuntimeError)
-    assert time.monotonic() - started < 30  # a deadlock guard, not a speed check
+    assert time.monotonic() - started < 5   # "at once": no respawn loop
 
 
 def test_raise_mode_does_not_wait_for_the_rest(start_method):
@@ -126,7 +126,7 @@ def test_raise_mode_does_not_wait_for_the_rest(start_method):
     with pytest.raises(KeyError):
         progress_map(tasks.slow_unless_zero, range(8), n_cpu=2, chunk_size=1,
                      context=start_method, disable=True)
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 5   # the others would take 30 s
 
 
 def test_worker_ignoring_sigterm_is_killed_anyway():
@@ -142,8 +142,8 @@ def test_worker_ignoring_sigterm_is_killed_anyway():
 ])
 def test_respawn_storm_does_not_deadlock(func, options, count, expected, start_method):
     """Hundreds of workers replaced in a row while the bar and manager threads run."""
-    if start_method == "spawn":
-        count //= 4  # each spawn is a fresh interpreter: same code path, less time
+    if start_method != "fork":
+        count //= 4  # each worker imports the main script: same code path, less time
     result = progress_map(func, range(count), n_cpu=2, context=start_method,
                           error_behavior="coerce", chunk_size=1, **options)
     assert len(result) == count

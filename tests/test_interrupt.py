@@ -46,6 +46,6 @@ def test_ctrl_c_stops_within_seconds_and_leaves_nothing(tmp_path, start_method, 
     assert proc.returncode != 0 and b"finished?!" not in out
     assert text.count("Traceback (most recent call last)") == 1, text
     assert "KeyboardInterrupt" in text
-    assert took < 10, took  # the tasks would sleep 60 s
+    assert took < 3, took  # "within a second" (here ~50 ms); the tasks would sleep 60 s
     time.sleep(0.5)
     assert _session_processes(proc.pid) == [], "processes left behind"

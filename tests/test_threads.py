@@ -36,7 +36,7 @@ def test_thread_timeout_fills_the_slot_at_the_deadline():
     assert not interrupted and threading.current_thread() is main
     assert isinstance(result[2], TaskTimeoutError)
     assert [r for i, r in enumerate(result) if i != 2] == [0, 1, 3, 4, 5]
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 5   # the slow task would run 30 s
 
 
 def test_thread_errors_and_initializer():
