@@ -980,15 +980,6 @@ def test_an_unstorable_value_is_named_with_both_reasons(tmp_path):
     assert str(load_checkpoint(path).failures[21]) == str(err)
 
 
-def test_exception_text_even_when_str_fails():
-    from parallelbar_clone.journal import _exc_text
-
-    class BadStr(Exception):
-        def __str__(self):
-            raise RuntimeError("no")
-    assert _exc_text(ValueError("v")) == "v" and _exc_text(BadStr()) == "<str() failed>"
-
-
 def test_an_empty_database_of_another_application_and_a_meta_table_of_another_shape(tmp_path):
     foreign = tmp_path / "foreign.sqlite"
     conn = sqlite3.connect(foreign)

@@ -156,14 +156,26 @@ def test_seconds_must_be_more_than_zero(name):
             f"{name} must be a number of seconds or None, got {type(wrong).__name__} {wrong!r}"
 
 
-@pytest.mark.parametrize("name,allowed", [
-    ("executor", "'processes', 'threads'"),
-    ("error_behavior", "'raise', 'coerce', 'ignore'"),
-])
-def test_choices(name, allowed):
+def test_error_behavior_choices():
     with pytest.raises(ValueError) as info:
-        Options(**{name: "explode"})
-    assert str(info.value) == f"{name}='explode' is not allowed; use one of {allowed}"
+        Options(error_behavior="explode")
+    assert str(info.value) == \
+        "error_behavior='explode' is not allowed; use one of 'raise', 'coerce', 'ignore'"
+
+
+@pytest.mark.parametrize("wrong", ["explode", "Processes", 5, None, "dask:"])
+def test_executor_choices(wrong):
+    with pytest.raises(ValueError) as info:
+        Options(executor=wrong)
+    assert str(info.value) == (
+        f"executor={wrong!r} is not allowed; use 'processes', 'threads', 'dask', a dask "
+        "scheduler address such as 'tcp://host:8786', or a distributed.Client")
+
+
+@pytest.mark.parametrize("right", ["processes", "threads", "dask", "tcp://127.0.0.1:8786",
+                                   "tls://scheduler:8786"])
+def test_executor_accepted(right):
+    assert Options(executor=right).executor == right
 
 
 def test_contexts_are_those_of_this_platform():

@@ -238,10 +238,11 @@ def test_task_bytes_are_a_moving_average_of_what_was_encoded():
     assert policy.item_bytes is None and policy.last == 10
     policy.took(10, 1000)                 # 100 bytes a task
     assert policy.item_bytes == 100
-    policy.took(1, 200)
-    assert policy.item_bytes == pytest.approx(0.7 * 100 + 0.3 * 200)
+    policy.took(1, 200)                   # samples weigh by their task count, older fade
+    assert policy.item_bytes == pytest.approx((0.7 * 1000 + 200) / (0.7 * 10 + 1))
     policy.took(2, 10)
-    assert policy.item_bytes == pytest.approx(0.7 * (0.7 * 100 + 0.3 * 200) + 0.3 * 5)
+    assert policy.item_bytes == pytest.approx((0.7 * (0.7 * 1000 + 200) + 10)
+                                              / (0.7 * (0.7 * 10 + 1) + 2))
     assert policy.last == 2
 
 
