@@ -926,7 +926,8 @@ def test_journal_defaults_and_its_thread(tmp_path):
     path = tmp_path / "cp.sqlite"
     j = Journal(path, FP)
     assert j.commit_interval == 0.25 and j._flusher is None and j.wal is True
-    limit = j._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    limit = (j._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) if hasattr(j._conn, "getlimit")
+             else 10 ** 9)                                # (Python 3.11+ can ask)
     assert j._max_blob == min(limit, 10 ** 9) - 1024     # room for the row's other fields
     created = j.created
     j.close()
@@ -1086,3 +1087,92 @@ def test_reading_a_journal_in_a_read_only_folder(tmp_path, monkeypatch):
     (tmp_path / "cp.sqlite-wal").write_bytes(b"")          # a writer may be active: refuse
     with pytest.raises(sqlite3.OperationalError, match="unable to open"):
         load_checkpoint(path)
+
+
+# ------------------------------------------------- damage, failed commits, merge edges
+
+def _journal_of_many_pages(path):
+    with Journal(path, FP) as j:
+        for k in range(60):
+            j.add(k * 10, [("%05d" % (k * 10 + i)) * 400 for i in range(10)], None)
+
+
+def test_a_damaged_journal_is_refused_with_its_path_and_sqlites_words(tmp_path):
+    """Pages of the pieces table overwritten (a disk fault, a copy cut short): neither
+    load_checkpoint nor a resume reads wrong outcomes; both say what is wrong and how
+    to go on."""
+    path = str(tmp_path / "cp.sqlite")
+    _journal_of_many_pages(path)
+    assert len(load_checkpoint(path)) == 600
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:       # the last pieces' pages wrecked
+        f.seek(size // 2)
+        f.write(b"\xa5" * (size - size // 2))
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_checkpoint(path)
+    text = str(info.value)
+    assert text.startswith(f"checkpoint {path!r} is damaged (SQLite says: ")
+    assert "malformed" in text and text.endswith(
+        "); it cannot be resumed from. Pass overwrite_checkpoint=True to start afresh, or "
+        "use another path (keep the damaged file if you want to try "
+        "`sqlite3 cp.sqlite .recover`)")
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+    with pytest.raises(CheckpointMismatchError) as info:   # a resume, even overwriting,
+        Journal(path, FP, overwrite=True)                  # leaves what it cannot read alone
+    assert str(info.value) == (
+        f"{path!r} is not a parallelbar_clone checkpoint journal (SQLite says: database disk "
+        f"image is malformed); refusing to touch it. Use another checkpoint path, or delete "
+        f"the file yourself if it is not needed.")
+
+
+def test_a_failed_commit_keeps_its_pieces_for_the_next(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    with Journal(path, FP) as j:
+        j.flush()
+        j.add(0, [1, 2, 3], None)
+        j.add(3, [4], {})
+        other = sqlite3.connect(path)
+        other.execute("CREATE TRIGGER no_room BEFORE INSERT ON pieces "
+                      "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        other.commit()
+        with pytest.raises(sqlite3.DatabaseError, match="disk full"):
+            j.flush()
+        assert not j._conn.in_transaction          # rolled back: the next commit can begin
+        assert j._buffered_tasks == 4 and [r[:2] for r in j._buffer] == [(0, 3), (3, 1)]
+        other.execute("DROP TRIGGER no_room")
+        other.commit()
+        other.close()
+        j.flush()
+        assert j._buffered_tasks == 0 and j._buffer == []
+        assert [(p.start, p.values) for p in j.pieces()] == [(0, [1, 2, 3]), (3, [4])]
+    assert load_checkpoint(path).results == {0: 1, 1: 2, 2: 3, 3: 4}
+
+
+def test_a_later_piece_clears_failures_at_its_first_and_every_position(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    with Journal(path, FP) as j:
+        j.add(0, [None, None, None, None], {0: failed(ValueError("a")), 1: failed(KeyError("b")),
+                                            3: failed(ValueError("d"))})
+        j.add(0, [10, 11], None)            # as many failures as positions, or more
+        j.add(3, [13], None)
+        j.add(5, [None], {5: failed(ValueError("e"))})
+        j.add(5, [15, 16], None)            # fewer: a failure at the piece's first position
+        j.add(8, [None, None], {9: failed(ValueError("f"))})
+        j.add(7, [17, 18, 19], None)        # ...and at its last
+    cp = load_checkpoint(path)
+    assert cp.results == {0: 10, 1: 11, 2: None, 3: 13, 5: 15, 6: 16, 7: 17, 8: 18, 9: 19}
+    assert cp.failures == {}
+
+
+def test_a_value_the_reader_cannot_load_fails_its_own_position_saying_why(tmp_path):
+    path = tmp_path / "cp.sqlite"
+    with Journal(path, FP) as j:
+        j.add(7, [1, TwoArgs("x", "y"), 3], None)
+    with pytest.raises(TypeError) as why:   # what unpickling meets (worded per Python)
+        TwoArgs("x")
+    cp = load_checkpoint(path)   # the piece's one pickle cannot load: each position fails
+    assert cp.results == {} and sorted(cp.failures) == [7, 8, 9]
+    for pos, err in cp.failures.items():
+        assert isinstance(err, SerializationError)
+        assert str(err) == (f"the result of task {pos} is in the checkpoint journal but could not "
+                            f"be loaded back (TypeError: {why.value})"), str(err)

@@ -3,12 +3,16 @@ says what was given and what is allowed. No pool here: part of ``make mutate``'s
 import multiprocessing
 import os
 import pathlib
+import sys
+import textwrap
+import types
 
 import pytest
 
 from parallelbar_clone import options as options_module
-from parallelbar_clone.options import (NEW_OPTION_NAMES, POOL_FIELDS, Options, check_func,
-                                       default_context, default_n_cpu, parse_memory)
+from parallelbar_clone.options import (NEW_OPTION_NAMES, PARAMETERS, POOL_FIELDS, Options,
+                                       check_func, default_context, default_n_cpu,
+                                       is_dask_client, parameters_doc, parse_memory, uses_dask)
 
 
 # ------------------------------------------------------------------ memory sizes
@@ -298,3 +302,77 @@ def test_new_option_names():
     assert NEW_OPTION_NAMES == {"memory_limit", "retries", "retry_delay", "retry_backoff",
                                 "retry_on", "checkpoint", "overwrite_checkpoint",
                                 "keep_failures"}
+
+
+# -- dask executors, checked without importing dask -------------------------------------
+class _FakeClient:
+    pass
+
+
+@pytest.fixture
+def fake_distributed(monkeypatch):
+    """A stand-in ``distributed`` module in sys.modules: what is_dask_client looks at."""
+    module = types.ModuleType("distributed")
+    module.Client = _FakeClient
+    monkeypatch.setitem(sys.modules, "distributed", module)
+    return module
+
+
+def test_a_client_is_recognised_only_once_distributed_is_imported(monkeypatch, fake_distributed):
+    client = _FakeClient()
+    assert is_dask_client(client) and uses_dask(client)
+    assert Options(executor=client).executor is client
+    assert not is_dask_client(object()) and not is_dask_client("dask")
+    fake_distributed.Client = "not a class"
+    assert not is_dask_client(client)
+    monkeypatch.delitem(sys.modules, "distributed")
+    assert not is_dask_client(client) and not uses_dask(client)
+    with pytest.raises(ValueError, match="is not allowed"):
+        Options(executor=client)
+
+
+@pytest.mark.parametrize("executor,dask", [
+    ("dask", True), ("tcp://10.0.0.1:8786", True), ("inproc://x", True),
+    ("processes", False), ("threads", False), ("Dask", False), (None, False), (5, False)])
+def test_uses_dask(executor, dask):
+    assert uses_dask(executor) is dask
+
+
+@pytest.mark.parametrize("executor", ["dask", "tcp://127.0.0.1:8786"])
+def test_maxtasksperchild_is_refused_with_dask(executor):
+    with pytest.raises(ValueError) as info:
+        Options(executor=executor, maxtasksperchild=3)
+    assert str(info.value) == ("maxtasksperchild needs executor='processes' or 'threads': dask "
+                               "starts and stops its own workers")
+    assert Options(executor="processes", maxtasksperchild=3).maxtasksperchild == 3
+    assert Options(executor=executor).maxtasksperchild is None
+
+
+def test_memory_limit_with_dask_only_on_a_cluster_we_start(fake_distributed):
+    assert Options(executor="dask", memory_limit="1GB").memory_limit == 10 ** 9
+    for elsewhere in ("tcp://127.0.0.1:8786", _FakeClient()):
+        with pytest.raises(ValueError) as info:
+            Options(executor=elsewhere, memory_limit="1GB")
+        assert str(info.value) == (
+            "memory_limit can only be enforced on a dask cluster this library starts "
+            "(executor='dask'); give the workers of this one a memory limit where they are "
+            "made (LocalCluster(memory_limit=...), dask worker --memory-limit)")
+        assert Options(executor=elsewhere).memory_limit is None
+
+
+def test_parameters_doc_is_a_numpydoc_section():
+    doc = parameters_doc(["n_cpu", "timeout"])
+    lines = doc.split("\n")
+    assert lines[:2] == ["Parameters", "----------"] and doc.endswith("\n") and lines[-1] == ""
+    kind, text = PARAMETERS["n_cpu"]
+    assert lines[2] == f"n_cpu : {kind}"
+    body = lines[3:lines.index(f"timeout : {PARAMETERS['timeout'][0]}")]
+    assert body == textwrap.wrap(text, width=84, initial_indent="    ",
+                                 subsequent_indent="    ")
+    assert all(len(line) <= 84 and line.startswith("    ") for line in body)
+    assert " ".join(line.strip() for line in body) == " ".join(text.split())
+    other = parameters_doc(["chunk_size"], heading="Options")
+    assert other.startswith("Options\n-------\nchunk_size : ")
+    texts = [line for line in parameters_doc(list(PARAMETERS)).split("\n")
+             if line.startswith("    ")]
+    assert len(max(texts, key=len)) == 84   # the text of every parameter wraps at 84
