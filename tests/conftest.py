@@ -1,5 +1,6 @@
 import multiprocessing
 import os
+import signal
 import sys
 import time
 
@@ -7,6 +8,13 @@ import psutil
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# A suite started in the background (`cmd &` in a script, nohup) inherits SIGINT ignored,
+# and so would every program it starts: the Ctrl-C tests and the published package's
+# SIGINT-driven stopit_after_timeout would then test nothing. The tests play a user at a
+# terminal, where Ctrl-C is live.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 START_METHODS = [m for m in ("fork", "spawn", "forkserver")
                  if m in multiprocessing.get_all_start_methods()]
