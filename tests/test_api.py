@@ -163,17 +163,21 @@ def test_whole_call_timeout():
     assert isinstance(info.value, TimeoutError)
 
 
+def _counting(pulled):
+    """An endless generator of 0, 1, 2... that counts in ``pulled[0]`` what was taken."""
+    def endless():
+        for i in itertools.count():
+            pulled[0] += 1
+            yield i
+    return endless
+
+
 def test_imap_is_lazy_with_an_endless_generator():
     """A consumer that pauses stops the reading: the count of items pulled from an
     endless input settles, below what the read-ahead policy allows (each worker one
     chunk running, one queued, one more; chunks at most MAX_CHUNK tasks)."""
     pulled = [0]
-
-    def endless():
-        for i in itertools.count():
-            pulled[0] += 1
-            yield i
-
+    endless = _counting(pulled)
     with ProgressPool(n_cpu=2, disable=True) as pool:
         it = pool.imap(tasks.times_ten, endless())
         first = [next(it) for _ in range(2000)]
@@ -194,12 +198,7 @@ def test_read_ahead_of_slow_tasks_is_seconds_of_work():
     """10 ms tasks on 2 workers: the input is read about READ_AHEAD_SECONDS of work per
     worker ahead of the consumer (400 tasks), not up to the byte bound (~300k such tasks)."""
     pulled = [0]
-
-    def endless():
-        for i in itertools.count():
-            pulled[0] += 1
-            yield i
-
+    endless = _counting(pulled)
     with ProgressPool(n_cpu=2, disable=True) as pool:
         it = pool.imap(tasks.sleep_a_hundredth, endless())
         assert [next(it) for _ in range(20)] == list(range(20))
