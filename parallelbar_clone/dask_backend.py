@@ -79,6 +79,8 @@ __all__ = ["DaskBackend", "run_remote", "import_distributed"]
 SLOTS_PER_THREAD = 2        # futures in flight per dask worker thread
 CONNECT_TIMEOUT = 5.0       # seconds to reach a scheduler address
 CLOSE_TIMEOUT = 5.0
+GATHER_RETRIES = 20         # a result lost with its worker as it was fetched: dask makes
+GATHER_PAUSE = 0.1          # it again; fetch again this often, this far apart (seconds)
 EXTRA = "pip install 'parallelbar_clone[dask]'"
 
 
@@ -538,7 +540,7 @@ class DaskBackend:
         if job is None:
             return
         try:
-            result = await self.client.gather(job.future, asynchronous=True)
+            result = await self._gather(job)
         except BaseException as exc:   # the chunk's own failure, or cancelled
             with self.futures_lock:
                 job = self.futures.pop(key, None)
@@ -559,6 +561,23 @@ class DaskBackend:
                 log.exception("parallelbar_clone: a dask result could not be read")
                 self.events.put((job.w, ("fatal", ParallelBarError(
                     "internal error reading a dask result (see the log)"))))
+
+    async def _gather(self, job: "_InFlight") -> Any:
+        """The future's result. A worker that dies while its finished result is being
+        fetched closes the connection (``CommClosedError``, an ``OSError``): dask then
+        computes the chunk again, so fetch again rather than fail the run. (A task's own
+        exceptions never come this way: ``run_remote`` returns them as values.)"""
+        for attempt in itertools.count(1):
+            try:
+                return await self.client.gather(job.future, asynchronous=True)
+            except OSError as exc:
+                if (attempt > GATHER_RETRIES or self.closing
+                        or _client_status(self.client) != "running"):
+                    raise
+                log.info("parallelbar_clone: a dask result was lost in transfer (%r); "
+                         "fetching it again", exc)
+                await asyncio.sleep(GATHER_PAUSE)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _emit_result(self, job: "_InFlight", result: Any) -> None:
         w, run_id = job.w, job.run_id

@@ -351,3 +351,51 @@ def test_dask_string_uses_the_default_client(client):
         assert default.status == "running"
         with pytest.raises(ValueError, match="memory_limit can only be enforced"):
             progress_map(square, range(3), executor="dask", memory_limit="1GB")
+
+
+# -- a result lost with its worker while it was fetched ---------------------------------
+class _FlakyClient:
+    """gather() fails like a connection to a worker that just died, ``fails`` times."""
+    status = "running"
+
+    def __init__(self, fails):
+        self.fails = fails
+        self.calls = 0
+
+    async def gather(self, future, asynchronous=True):
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise distributed.comm.core.CommClosedError("in <TCP (closed)>: Stream is closed")
+        return ("pieces", [future])
+
+
+def _backend_with(client, closing=False):
+    from parallelbar_clone.dask_backend import DaskBackend
+    backend = DaskBackend.__new__(DaskBackend)   # only what _gather reads
+    backend.client, backend.closing = client, closing
+    return backend
+
+
+def test_a_result_lost_in_transfer_is_fetched_again(monkeypatch):
+    """The CI saw it: a worker segfaulted while its finished chunk was being gathered;
+    dask computes the chunk again, and the run must wait for it, not fail."""
+    import asyncio
+    from parallelbar_clone import dask_backend
+    monkeypatch.setattr(dask_backend, "GATHER_PAUSE", 0.001)
+    job = type("Job", (), {"future": "the future"})()
+    client = _FlakyClient(fails=3)
+    assert asyncio.run(_backend_with(client)._gather(job)) == ("pieces", ["the future"])
+    assert client.calls == 4
+    hopeless = _FlakyClient(fails=10 ** 6)          # gives up after GATHER_RETRIES
+    with pytest.raises(OSError, match="Stream is closed"):
+        asyncio.run(_backend_with(hopeless)._gather(job))
+    assert hopeless.calls == dask_backend.GATHER_RETRIES + 1
+    closing = _FlakyClient(fails=1)                 # a pool being closed does not wait
+    with pytest.raises(OSError):
+        asyncio.run(_backend_with(closing, closing=True)._gather(job))
+    assert closing.calls == 1
+    gone = _FlakyClient(fails=1)
+    gone.status = "closed"
+    with pytest.raises(OSError):
+        asyncio.run(_backend_with(gone)._gather(job))
+    assert gone.calls == 1
