@@ -48,6 +48,16 @@ def run_child(code, *args, env=None):
                             cwd=REPO, env=env)
 
 
+def _journal_then(path, sql):
+    """A fresh journal at ``path``, then ``sql`` run on it from outside, as another
+    program (or a bad disk) would."""
+    Journal(path, FP).close()
+    conn = sqlite3.connect(path)
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+
+
 # --------------------------------------------------------------------------- round trips
 
 def test_round_trip_values(tmp_path):
@@ -303,11 +313,7 @@ def test_missing_paths(tmp_path):
 
 def test_future_schema_version_is_refused(tmp_path):
     path = tmp_path / "cp.sqlite"
-    Journal(path, FP).close()
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
+    _journal_then(path, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(CheckpointMismatchError, match="newer.*version 99"):
         Journal(path, FP)
     with pytest.raises(CheckpointMismatchError, match="newer"):
@@ -750,11 +756,7 @@ def test_files_that_are_no_journal_are_named_and_described(tmp_path):
 ])
 def test_a_journal_with_damaged_metadata_is_refused(tmp_path, change):
     path = tmp_path / "cp.sqlite"
-    Journal(path, FP).close()
-    conn = sqlite3.connect(path)
-    conn.execute(change)
-    conn.commit()
-    conn.close()
+    _journal_then(path, change)
     for call in (load_checkpoint, lambda p: Journal(p, FP)):
         with pytest.raises(CheckpointMismatchError) as info:
             call(path)
@@ -763,11 +765,7 @@ def test_a_journal_with_damaged_metadata_is_refused(tmp_path, change):
 
 def test_a_journal_of_another_application_id_is_refused(tmp_path):
     path = tmp_path / "cp.sqlite"
-    Journal(path, FP).close()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA application_id = 7")
-    conn.commit()
-    conn.close()
+    _journal_then(path, "PRAGMA application_id = 7")
     with pytest.raises(CheckpointMismatchError) as info:
         load_checkpoint(path)
     assert str(info.value) == _refusal(path, "an SQLite database with tables: meta, pieces")
@@ -775,11 +773,7 @@ def test_a_journal_of_another_application_id_is_refused(tmp_path):
 
 def test_an_older_schema_version_is_refused_by_name(tmp_path):
     path = tmp_path / "cp.sqlite"
-    Journal(path, FP).close()
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
+    _journal_then(path, "UPDATE meta SET value = '0' WHERE key = 'schema_version'")
     with pytest.raises(CheckpointMismatchError) as info:
         load_checkpoint(path)
     assert str(info.value) == (
