@@ -135,6 +135,12 @@ class ProcessBackend:
                     return key
         return serialize.dumps(func, main=self.main, force_value=force_value)
 
+    def check_call(self, opts: Any) -> None:
+        """Per-call options that this backend cannot honour."""
+        if opts.memory_limit is not None and not rss_supported():
+            raise ValueError("memory_limit needs /proc (Linux) or the psutil package: "
+                             "pip install 'parallelbar_clone[memory]'")
+
     def start(self, w: Worker) -> None:
         task_r, task_w = self.ctx.Pipe(duplex=False)
         result_r, result_w = self.ctx.Pipe(duplex=False)
@@ -419,6 +425,19 @@ def read_rss(pid: Optional[int], page: int = 4096) -> Optional[int]:
         return None
 
 
+def take_all(box: "queue.SimpleQueue[Any]", timeout: float) -> List[Any]:
+    """What ``box`` holds: waits up to ``timeout`` seconds for the first item, then
+    takes the rest without waiting."""
+    items = []
+    try:
+        items.append(box.get(timeout=max(0.0, timeout)))
+        while True:
+            items.append(box.get_nowait())
+    except queue.Empty:
+        pass
+    return items
+
+
 def rss_supported() -> bool:
     if os.path.exists(f"/proc/{os.getpid()}/statm"):
         return True
@@ -440,6 +459,9 @@ class ThreadBackend:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.outbox: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+
+    def check_call(self, opts: Any) -> None:
+        """Nothing to refuse: Options already refuses memory_limit with threads."""
 
     def start(self, w: Worker) -> None:
         w.inbox = queue.SimpleQueue()  # type: ignore[attr-defined]
@@ -495,14 +517,7 @@ class ThreadBackend:
 
     def wait(self, workers: List[Worker], dying: List[Worker], timeout: float
              ) -> List[Tuple[Worker, Any]]:
-        events = []
-        try:
-            events.append(self.outbox.get(timeout=timeout))
-            while True:
-                events.append(self.outbox.get_nowait())
-        except queue.Empty:
-            pass
-        return [e for e in events if e[0] is not None]
+        return [e for e in take_all(self.outbox, timeout) if e[0] is not None]
 
     def drain(self, w: Worker, block_first: bool = False) -> List[Any]:
         return []

@@ -458,13 +458,8 @@ class DaskBackend:
 
     def wait(self, workers: List[Any], dying: List[Any], timeout: float
              ) -> List[Tuple[Any, Any]]:
-        events = []
-        try:
-            events.append(self.events.get(timeout=max(0.0, timeout)))
-            while True:
-                events.append(self.events.get_nowait())
-        except queue.Empty:
-            pass
+        from .backends import take_all
+        events = take_all(self.events, timeout)
         if not events and self.futures and not self.closing:
             status = _client_status(self.client)
             if status not in ("running", "connecting", "newly-created"):

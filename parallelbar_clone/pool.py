@@ -14,7 +14,7 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, Iterable, Optional
 
-from .backends import ProcessBackend, ThreadBackend, _func_name, rss_supported
+from .backends import ProcessBackend, ThreadBackend, _func_name
 from .bar import BarThread
 from .errors import SerializationError
 from .feed import Feeder
@@ -137,18 +137,12 @@ class ProgressPool:
         except TypeError:
             raise TypeError(f"tasks must be iterable, got {type(tasks).__name__} {tasks!r}"
                             ) from None
-        check_call = getattr(self._backend, "check_call", None)
-        if check_call is not None:
-            check_call(opts)
-        elif opts.memory_limit is not None and not rss_supported():
-            raise ValueError("memory_limit needs /proc (Linux) or the psutil package: "
-                             "pip install 'parallelbar_clone[memory]'")
+        self._backend.check_call(opts)
         if self._manager.broken is not None:
             raise as_exception(self._manager.broken)
         if self._closing is not None:
             raise ValueError("this ProgressPool is closed")
-        run = Run(func, tasks, opts, mode, getattr(self._backend, "width", self._options.workers),
-                  _func_name(func))
+        run = Run(func, tasks, opts, mode, self._manager.wanted, _func_name(func))
         self.last_summary = run.summary
         _latest.summary = run.summary
         if hasattr(self._backend, "function_payload"):
