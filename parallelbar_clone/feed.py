@@ -43,7 +43,6 @@ class Feeder:
         added = False
         started = monotonic()
         while run.state in ("new", "active"):
-            starving = not run.ready   # the manager may be waiting for this
             if run.requeue:
                 start, items = run.requeue.popleft()
                 added = self._encode(start, items, front=True)
@@ -53,8 +52,6 @@ class Feeder:
                 break   # a slow input: hand over what came, and look at the results
             else:
                 added = self._pull()
-            if added and starving:
-                self.manager.wake()
 
     # -- input ----------------------------------------------------------------------
     def _pull(self) -> bool:
@@ -166,11 +163,17 @@ class Feeder:
             run.policy.took(len(part), chunk.nbytes)
             run.bytes_sent += chunk.nbytes
             chunks.append(chunk)
+        if not chunks:
+            return False
         if front:
             run.ready.extendleft(reversed(chunks))
         else:
             run.ready.extend(chunks)
-        return bool(chunks)
+        # Always: the manager may have emptied run.ready and gone to sleep while these
+        # were being encoded (a wake-up decided before the encoding was lost that way,
+        # and idle workers waited for the manager's next tick, up to 0.1 s).
+        self.manager.wake()
+        return True
 
     def _unsendable(self, chunk: Chunk, exc: BaseException) -> None:
         """Tasks that neither pickle nor dill can send: split till each bad one fails alone."""

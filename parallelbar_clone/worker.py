@@ -83,13 +83,17 @@ def pack_exception(exc: BaseException, *, check_pickle: bool) -> Packed:
 
 def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[Any],
               slot: Any, base: int, timing: bool, report: Callable[..., None],
-              check_pickle: bool, durations: bool = False) -> None:
-    """Run ``func`` on each item, writing the slot, reporting results in pieces."""
+              check_pickle: bool, durations: bool = False,
+              began: Optional[float] = None) -> None:
+    """Run ``func`` on each item, writing the slot, reporting results in pieces.
+    ``began``: when decoding the chunk began. The first piece's busy time counts from
+    there, and report() adds its encoding: moving a tiny task in and out costs a
+    worker more than running it, and the chunk policy must see that."""
     slot[base + RUN] = run_id
     # per-task durations only where a task is long enough to matter (small chunks)
     if timing or (durations and len(items) <= 64):
         _run_timed(func, run_id, start, items, slot, base, timing, report, check_pickle,
-                   durations and len(items) <= 64)
+                   durations and len(items) <= 64, began)
         return
     # The cheap path: the slot is written and the clock read once per batch of
     # `stride` tasks, a stride that doubles while batches take under a millisecond.
@@ -99,6 +103,8 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
     piece_start = pos = start
     end = start + len(items)
     last = checked = monotonic()
+    if began is not None:
+        last = began
     stride = 1
     where, span = base + POS, base + SPAN
     while pos < end:
@@ -124,14 +130,15 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
             checked = now
             if now - last >= FLUSH_INTERVAL:
                 report(run_id, piece_start, values, errors, now - last, None)
-                values, errors, piece_start, last = [], None, pos, now
+                values, errors, piece_start = [], None, pos
+                last = monotonic()   # (report() counted its own encoding)
                 append = values.append
     report(run_id, piece_start, values, errors, monotonic() - last, None)
 
 
 def _run_timed(func: Callable[[Any], Any], run_id: int, start: int, items: List[Any],
                slot: Any, base: int, timing: bool, report: Callable[..., None],
-               check_pickle: bool, durations: bool) -> None:
+               check_pickle: bool, durations: bool, decoding: Optional[float]) -> None:
     """run_chunk's loop when each task's start time (guards) or duration (journal) counts."""
     values: List[Any] = []
     errors: Optional[Dict[int, Packed]] = None
@@ -139,6 +146,8 @@ def _run_timed(func: Callable[[Any], Any], run_id: int, start: int, items: List[
     piece_start = pos = start
     end = start + len(items)
     last = began = monotonic()
+    if decoding is not None:
+        last = decoding
     slot[base + SPAN] = 1
     for item in items:
         slot[base + POS] = pos
@@ -481,7 +490,9 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
     def report(run_id: int, start: int, values: List[Any],
                errors: Optional[Dict[int, Packed]], busy: float,
                durs: Optional[List[float]]) -> None:
+        encoding = monotonic()
         data, dilled, errors = _encode_values(values, start, errors)
+        busy += monotonic() - encoding
         message("r", run_id, start, len(values), errors, busy, _inner_blob(),
                 data, dilled, durs, counted.since_last())
 
@@ -496,6 +507,7 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
             if run_id in waiting:
                 waiting[run_id].append(msg)
             return  # else its function failed to load for good; already reported
+        decoding = monotonic()
         try:
             items = loads(items_bytes)
             if serialize.is_by_value(items_bytes):  # sent by value: their classes too
@@ -504,7 +516,8 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
             message("bad", run_id, start, n, pack_exception(exc, check_pickle=True),
                     serialize.is_by_value(items_bytes))
             return
-        run_chunk(entry[0], run_id, start, items, view, base, entry[1], report, True, entry[2])
+        run_chunk(entry[0], run_id, start, items, view, base, entry[1], report, True, entry[2],
+                  decoding)
 
     while True:
         try:

@@ -275,3 +275,40 @@ def raises_on_multiples_of_three(x):
         time.sleep(0.05 if x < 10 else 0)   # the first failures come last
         raise ValueError(x)
     return x
+
+
+class SlowToSend:
+    """A task that takes ``seconds`` to pickle in the caller (a big or clever object)
+    and arrives in the worker as the int ``i``; ``sent[i]`` says when it was encoded."""
+
+    def __init__(self, i, seconds, sent):
+        self.i, self.seconds, self.sent = i, seconds, sent
+
+    def __reduce__(self):
+        time.sleep(self.seconds)
+        self.sent[self.i] = time.monotonic()
+        return (int, (self.i,))
+
+
+def started_at(x):
+    return x, time.monotonic()
+
+
+def _int_after(i, seconds):
+    time.sleep(seconds)
+    return i
+
+
+class SlowToLoad:
+    """Pickles at once; loading it (in the worker) takes ``seconds``."""
+
+    def __init__(self, i, seconds):
+        self.i, self.seconds = i, seconds
+
+    def __reduce__(self):
+        return (_int_after, (self.i, self.seconds))
+
+
+def slow_to_return(x):
+    """A result whose pickling (in the worker) takes 4 ms."""
+    return SlowToSend(x, 0.004, {})

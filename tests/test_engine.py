@@ -7,6 +7,7 @@ early, input that is slow or raises, bounded memory, nothing left behind, and a
 import itertools
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -200,6 +201,37 @@ def test_results_of_a_slow_input_keep_pace_with_it(context):
             late.append(time.monotonic() - stamps[r // 10])
     assert len(late) == 30
     assert max(late[5:]) < 1.0     # about one item behind; it used to be seconds
+
+
+@pytest.mark.parametrize("context", METHODS)
+def test_a_task_is_sent_as_soon_as_it_is_encoded(context):
+    """Tasks slow to pickle, quick to run: each goes to the idle worker the moment the
+    caller's thread has encoded it. A wake-up decided before the encoding used to be
+    lost when the manager emptied the queue meanwhile: the task then waited for the
+    manager's idle tick (median 50 ms, up to 100 ms, against 0.4 ms)."""
+    sent = {}
+    with ProgressPool(n_cpu=2, context=context, disable=True) as pool:
+        pool.map(tasks.times_ten, range(4))   # workers up
+        out = pool.map(tasks.started_at, [tasks.SlowToSend(i, 0.003, sent) for i in range(60)],
+                       chunk_size=1)
+    delays = sorted(started - sent[i] for i, started in out)
+    assert statistics.median(delays) < 0.02, delays
+
+
+@pytest.mark.parametrize("slow", ["task", "result"])
+def test_chunks_are_sized_by_the_time_a_task_costs_its_worker(slow):
+    """Loading a task and pickling its result are the worker's time too: a task that
+    runs in microseconds but takes 4 ms to move in or out must get chunks of about
+    TARGET_CHUNK_SECONDS / 4 ms = 25 tasks. Timing only the call measured microseconds,
+    and a chunk grew to 223 of the 300 tasks."""
+    if slow == "task":
+        func, items = tasks.identity, [tasks.SlowToLoad(i, 0.004) for i in range(300)]
+    else:
+        func, items = tasks.slow_to_return, list(range(300))
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        assert pool.map(func, items) == list(range(300))
+        sizes = [c.n_tasks for c in pool.last_summary.chunks]
+    assert max(sizes) <= 40, sizes
 
 
 def _hangs_on_minus_one(x):
