@@ -146,10 +146,20 @@ class _Discard:
         pass
 
 
-def _classes() -> Dict[str, type]:
-    """The tqdm subclasses, made on first use (tqdm.notebook needs IPython)."""
-    if _CLASSES:
+def _classes(widgets: bool = False) -> Dict[str, type]:
+    """The tqdm subclasses, made on first use; the widget bar only when asked for:
+    importing tqdm.notebook imports IPython, ipywidgets and traitlets, which took a
+    script's first bar 150 ms where they are installed."""
+    if _CLASSES and (not widgets or "widgets" in _CLASSES):
         return _CLASSES
+    if not _CLASSES:
+        _terminal_classes()
+    if widgets:
+        _widget_class()
+    return _CLASSES
+
+
+def _terminal_classes() -> None:
     from tqdm.std import tqdm as std_tqdm
 
     class TerminalBar(_Meter, std_tqdm):
@@ -176,10 +186,13 @@ def _classes() -> Dict[str, type]:
 
     _CLASSES["terminal"] = TerminalBar
     _CLASSES["text"] = TextBar
+
+
+def _widget_class() -> None:
     try:
         from tqdm.notebook import tqdm_notebook
     except Exception:  # no IPython: terminal only
-        return _CLASSES
+        return
 
     class WidgetBar(_Meter, tqdm_notebook):
         handle: Any = None
@@ -203,7 +216,6 @@ def _classes() -> Dict[str, type]:
             self.handle.update(bundle, raw=True)
 
     _CLASSES["widgets"] = WidgetBar
-    return _CLASSES
 
 
 _CLASSES: Dict[str, type] = {}
@@ -318,7 +330,7 @@ class BarThread:
     def _open(self, total: Optional[int], desc: str, initial: int,
               postfix: Optional[str]) -> _Bars:
         face = frontend()
-        classes = _classes()
+        classes = _classes(widgets=face == WIDGETS)
         label_width = max(len(desc), len(ERROR_LABEL))
         kwargs: Dict[str, Any] = dict(total=total, initial=initial, postfix=postfix,
                                       leave=True)
@@ -345,7 +357,7 @@ class BarThread:
     def _open_error(self, entry: _Bars, failed: int) -> None:
         """The ERROR bar, below DONE, drawn first with its first count. It keeps DONE's
         clock, so its elapsed time and rate are over the whole run."""
-        classes = _classes()
+        classes = _classes(widgets=entry.face == WIDGETS)
         fmt = bar_format(ERROR_LABEL, entry.total, width=entry.label_width,
                          bar_width=entry.bar_width, eta=False)
         kwargs: Dict[str, Any] = dict(total=entry.total, bar_format=fmt, colour="red",

@@ -190,3 +190,19 @@ def test_unknown_total_both_bars_count(capsys):
     assert [line.split(":")[0] for line in shown] == ["DONE", "ERROR", "1 of 20 tasks failed"], \
         shown
     assert re.match(r"DONE:\s+19it \[", shown[0]) and re.match(r"ERROR:\s+1it \[", shown[1])
+
+
+def test_bars_in_a_terminal_import_no_notebook_machinery():
+    """The widget bar's classes (tqdm.notebook: IPython, ipywidgets, traitlets) are
+    imported only where widgets are drawn: importing them took a script's first
+    progress_map from 40 ms to 140 ms wherever IPython is installed (as here)."""
+    import subprocess
+    import sys
+    code = ("import sys\nimport parallelbar_clone as pb\n"
+            "pb.progress_map(abs, range(10), n_cpu=2)\n"
+            "print(sorted(m for m in ('IPython', 'ipywidgets', 'traitlets', 'tqdm.notebook')"
+            " if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().strip() == "[]"
+    subprocess.run([sys.executable, "-c", "import IPython"], check=True)  # (it is installed)
