@@ -224,7 +224,7 @@ class Run:
         self.items_by_value = False          # tasks by value after a worker failed by name
         self.timing = opts.process_timeout is not None or opts.memory_limit is not None
         self.deadline = monotonic() + opts.timeout if opts.timeout is not None else None
-        self.policy = ChunkPolicy(opts.chunk_size, opts.maxtasksperchild)
+        self.policy = ChunkPolicy(opts.chunk_size, opts.maxtasksperchild, self.total)
         self.summary = RunSummary(self.total, name)   # (recorded by the manager)
         self.summary.started()
         # -- the consuming thread's

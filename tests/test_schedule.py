@@ -39,14 +39,14 @@ def test_adaptive_chunks_aim_at_100_ms_growing_at_most_8_fold():
     assert policy.size(None, 2) == 100
 
 
-def test_the_tail_is_shared_by_all_workers_in_steps_of_10_ms():
+def test_the_tail_is_shared_by_all_workers_in_steps_of_2_ms():
     policy = ChunkPolicy()
     policy.observe(1000, 0.1)             # 100 us per task: 1000 wanted
     policy.took(100_000)
     assert policy.size(remaining=8000, workers=2) == 1000
     assert policy.size(remaining=1000, workers=2) == 250      # 1000 // (2 * 2)
-    assert policy.size(remaining=300, workers=2) == 100       # no less than 10 ms of work
-    assert policy.size(remaining=30, workers=2) == 30         # (or what is left)
+    assert policy.size(remaining=60, workers=2) == 20         # no less than 2 ms of work
+    assert policy.size(remaining=10, workers=2) == 10         # (or what is left)
     assert policy.size(remaining=None, workers=2) == 1000
     slow = ChunkPolicy()
     slow.observe(1, 1.0)
@@ -56,8 +56,32 @@ def test_the_tail_is_shared_by_all_workers_in_steps_of_10_ms():
 def test_big_tasks_make_small_chunks():
     policy = ChunkPolicy()
     policy.observe(10, 0.0001)            # quick tasks...
-    policy.took(10_000, nbytes=10_000 * 100_000)   # ...of 100 KB each
-    assert policy.size(None, 2) == schedule.CHUNK_BYTES // 100_000
+    policy.took(10_000, nbytes=10_000 * 10_000)    # ...of 10 KB each
+    assert policy.size(None, 2) == schedule.CHUNK_BYTES // 10_000 == 6
+    huge = ChunkPolicy()
+    huge.observe(10, 0.0001)
+    huge.took(10, nbytes=10 * 1_000_000)           # 1 MB each: one at a time
+    assert huge.size(None, 2) == 1
+
+
+def test_a_known_length_is_cut_in_4_chunks_per_worker_at_least():
+    """As multiprocessing.Pool does: 200 000 tiny tasks on 2 workers go in chunks of
+    25 000 at most, however little each task costs (one chunk of 100 000 would leave
+    the other worker idle at the end, and the parent encoding it meanwhile)."""
+    policy = ChunkPolicy(total=200_000)
+    policy.observe(100_000, 0.03)         # 0.3 us a task: 100 ms would be 333 333 tasks
+    policy.took(100_000)
+    assert policy.size(remaining=200_000, workers=2) == 25_000
+    assert policy.size(remaining=200_000, workers=4) == 12_500
+    assert ChunkPolicy(total=200_000).size(200_000, 2) == 1    # (nothing measured yet)
+    small = ChunkPolicy(total=10)
+    small.observe(100, 0.0001)
+    small.took(100)
+    assert small.size(remaining=10, workers=2) == 2            # ceil(10 / 8)
+    endless = ChunkPolicy()
+    endless.observe(100_000, 0.03)
+    endless.took(100_000)
+    assert endless.size(remaining=None, workers=2) == schedule.MAX_CHUNK
 
 
 def test_measurements_weigh_by_task_count_and_fade():
