@@ -250,6 +250,29 @@ def test_a_dead_zygote_is_a_clear_error_not_a_hang():
         assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("when", ["first workers", "replacement"])
+def test_a_fork_the_zygote_cannot_make_is_a_clear_error(monkeypatch, when):
+    """The zygote forks the first workers as soon as it runs (while this process
+    starts its threads) and the others on request: a failed fork (EAGAIN: a process
+    limit) is the pool's error, naming the cause, either way."""
+    import errno
+    from parallelbar_clone import zygote
+    real_fork = zygote._Server._fork
+
+    def fork(self, index, *args, **kwargs):
+        if when == "first workers" or index >= 2:   # (the zygote inherits this patch)
+            for fd in args[:3]:
+                os.close(fd)
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        return real_fork(self, index, *args, **kwargs)
+
+    monkeypatch.setattr(zygote._Server, "_fork", fork)
+    with ProgressPool(n_cpu=2, maxtasksperchild=1, disable=True) as pool:
+        with pytest.raises(ParallelBarError, match="could not fork a worker: "
+                                                   + os.strerror(errno.EAGAIN)):
+            pool.map(tasks.times_ten, range(20))
+
+
 def test_workers_are_led_by_their_own_process_group():
     pids = set(progress_map(tasks.pid_of, range(40), n_cpu=2, chunk_size=1, disable=True))
     assert os.getpid() not in pids
