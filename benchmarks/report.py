@@ -113,7 +113,11 @@ def _git(*args: str) -> str:
 
 def source_state() -> str:
     """The commit checked out, and what differs from it (tracked changes and new
-    files, by top folder)."""
+    files, by top folder). ``PB_BENCH_COMMIT``: the commit a copy without .git was
+    made from (a lent machine gets the tree, not the repository)."""
+    given = os.environ.get("PB_BENCH_COMMIT")
+    if given:
+        return f"`{given}` (PB_BENCH_COMMIT: a copy of that commit's tree, without .git)"
     try:
         commit = _git("rev-parse", "--short", "HEAD")
         status = _git("status", "--porcelain")
