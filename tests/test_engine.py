@@ -114,15 +114,27 @@ def test_an_exception_whose_str_raises_stays_in_its_slot(context):
         [x * 10 for x in range(12) if x != tasks.FAULT_AT]
 
 
-@pytest.mark.parametrize("context", METHODS)
-def test_leaving_an_imap_loop_cancels_its_work_at_once(context):
+@pytest.mark.parametrize("context,how", [("fork", "break"), ("spawn", "break"),
+                                         ("fork", "next, then dropped"),
+                                         ("fork", "dropped unread")])
+def test_leaving_an_imap_loop_cancels_its_work_at_once(context, how):
     """The abandoned tasks sleep 30 s each: a pool that waited for them could not
-    answer the next call within 10 s."""
+    answer the next call within 10 s. (A ``for`` loop iterates the generator that
+    ``iter()`` of the iterator returns: its end, or its being dropped, cancels.)"""
     with ProgressPool(n_cpu=2, context=context, disable=True) as pool:
         pool.map(tasks.times_ten, range(4))   # workers up
-        for r in pool.imap(tasks.slow_then, [100] + list(range(10)), chunk_size=1):
-            assert r == 100
-            break
+        items = [100] + list(range(10))
+        if how == "break":
+            for r in pool.imap(tasks.slow_then, items, chunk_size=1):
+                assert r == 100
+                break
+        elif how == "next, then dropped":
+            it = pool.imap(tasks.slow_then, items, chunk_size=1)
+            assert next(it) == 100
+            del it
+        else:
+            it = pool.imap(tasks.slow_then, items, chunk_size=1)
+            del it
         started = time.monotonic()
         assert pool.map(tasks.times_ten, range(20)) == [x * 10 for x in range(20)]
         assert time.monotonic() - started < 10
