@@ -115,8 +115,8 @@ def test_an_exception_whose_str_raises_stays_in_its_slot(context):
 
 
 @pytest.mark.parametrize("context,how", [("fork", "break"), ("spawn", "break"),
-                                         ("fork", "next, then dropped"),
-                                         ("fork", "dropped unread")])
+                                         ("fork", "next-then-dropped"),
+                                         ("fork", "dropped-unread")])
 def test_leaving_an_imap_loop_cancels_its_work_at_once(context, how):
     """The abandoned tasks sleep 30 s each: a pool that waited for them could not
     answer the next call within 10 s. (A ``for`` loop iterates the generator that
@@ -128,7 +128,7 @@ def test_leaving_an_imap_loop_cancels_its_work_at_once(context, how):
             for r in pool.imap(tasks.slow_then, items, chunk_size=1):
                 assert r == 100
                 break
-        elif how == "next, then dropped":
+        elif how == "next-then-dropped":
             it = pool.imap(tasks.slow_then, items, chunk_size=1)
             assert next(it) == 100
             del it

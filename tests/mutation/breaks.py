@@ -157,9 +157,12 @@ BREAKS = [
            "[False-fork]"]),
     Break("imap-left-runs-on", "leaving an imap loop cancels its work at once",
           "parallelbar_clone/results.py",
-          "            self._state.stop(wait=False)",
+          "            state.stop(wait=False)   # (nothing to do once the run is over)",
           "            pass",
-          ["tests/test_engine.py::test_leaving_an_imap_loop_cancels_its_work_at_once[fork]"]),
+          ["tests/test_engine.py::test_leaving_an_imap_loop_cancels_its_work_at_once"
+           "[fork-break]",
+           "tests/test_engine.py::test_leaving_an_imap_loop_cancels_its_work_at_once"
+           "[fork-dropped-unread]"]),
     Break("read-ahead-bytes-unbounded", "read-ahead is bounded in bytes, results waiting "
           "for the consumer included",
           "parallelbar_clone/run.py",
