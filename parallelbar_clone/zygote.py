@@ -12,9 +12,11 @@ a timeout, a crash, a memory trip or ``maxtasksperchild``)::
 
     caller process                          zygote (1 thread)            worker
     --------------                          -----------------            ------
-    ProgressPool() --os.fork()--> zygote
+    ProgressPool() --os.fork()--> zygote    the first workers at once:
+                                            pipes, os.fork() -----------> process_main()
+    manager thread <-- pid + pipe ends ---- (per preforked worker)
     manager thread --('start', i) + fds--> os.fork() -------------------> process_main()
-                   <---------- pid ------- reaps it (SIGCHLD)
+                   <---------- pid ------- reaps them (SIGCHLD)
                    <-- exit code on the worker's status pipe --
 
 Each worker leads its own process group, so killing a worker also kills the
