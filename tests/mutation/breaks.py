@@ -190,6 +190,32 @@ BREAKS = [
           "missing = None",
           ["tests/test_engine.py::test_an_exception_the_caller_cannot_import_fails_only_its_slot"
            "[fork]"]),
+    # --- promises made since ---------------------------------------------------------------
+    Break("wake-lost-while-encoding", "a task goes out as soon as it is encoded",
+          "parallelbar_clone/feed.py",
+          "        self.manager.wake()\n        return True",
+          "        return True",
+          ["tests/test_engine.py::test_a_task_is_sent_as_soon_as_it_is_encoded[fork]"]),
+    Break("busy-without-decoding", "chunks are sized by what a task costs its worker, "
+          "loading it included",
+          "parallelbar_clone/worker.py",
+          "    if decoding is not None:\n        last = decoding\n",
+          "",
+          ["tests/test_engine.py::test_chunks_are_sized_by_the_time_a_task_costs_its_worker"
+           "[task]"]),
+    Break("busy-without-encoding", "chunks are sized by what a task costs its worker, "
+          "pickling its result included",
+          "parallelbar_clone/worker.py",
+          "        busy += monotonic() - encoding",
+          "        pass",
+          ["tests/test_engine.py::test_chunks_are_sized_by_the_time_a_task_costs_its_worker"
+           "[result]"]),
+    Break("notebook-imports-in-a-terminal", "bars in a terminal import no notebook "
+          "machinery",
+          "parallelbar_clone/bar.py",
+          "classes = _classes(widgets=face == WIDGETS)",
+          "classes = _classes(widgets=True)",
+          ["tests/test_bars.py::test_bars_in_a_terminal_import_no_notebook_machinery"]),
 ]
 
 
