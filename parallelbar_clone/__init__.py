@@ -18,8 +18,7 @@ which message::
                                         +--bar events (batched)--> bar thread (bar.py, owns tqdm)
 
     zygote (zygote.py): a single-threaded fork of the caller made when the pool starts;
-    it forks every worker (context='fork', the default on Linux): the first ones at
-    once, while the caller starts its threads, the replacements on request.
+    it forks every worker (context='fork', the default on Linux).
 
 - The manager never runs the caller's code: input generators, ``__reduce__`` of
   tasks and loading of results happen in the caller's thread, so deadlines,

@@ -17,7 +17,6 @@ import sys
 import threading
 from collections import deque
 from multiprocessing import connection as mp_connection
-from multiprocessing.connection import Connection
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 try:
@@ -97,12 +96,7 @@ class ProcessBackend:
             setup = WorkerSetup(init=(opts.initializer, opts.initargs)
                                 if opts.initializer is not None else None,
                                 preloaded=self._preloaded, watch_parent=False)
-            # The first workers are forked by the zygote as soon as it runs, while this
-            # process starts its threads; start() takes them over.
-            for i in range(opts.workers):
-                self.view[i * SLOT_WIDTH + SPAN] = 1.0
-            self.zygote = Zygote(zygote_main, (self.slots, setup),
-                                 prefork=range(opts.workers), pipe_bytes=PIPE_BYTES)
+            self.zygote = Zygote(zygote_main, (self.slots, setup))
         else:
             if self.method == "forkserver":
                 try:
@@ -148,15 +142,6 @@ class ProcessBackend:
                              "pip install 'parallelbar_clone[memory]'")
 
     def start(self, w: Worker) -> None:
-        if self.zygote is not None:
-            preforked = self.zygote.take(w.index)
-            if preforked is not None:
-                proc, task_fd, result_fd = preforked
-                w.proc = proc  # type: ignore[attr-defined]
-                w.pid = proc.pid
-                w.task_conn = Connection(task_fd, readable=False)  # type: ignore[attr-defined]
-                w.result_conn = Connection(result_fd, writable=False)  # type: ignore
-                return
         task_r, task_w = self.ctx.Pipe(duplex=False)
         result_r, result_w = self.ctx.Pipe(duplex=False)
         for conn in (task_w, result_w):

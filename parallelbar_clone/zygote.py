@@ -12,11 +12,9 @@ a timeout, a crash, a memory trip or ``maxtasksperchild``)::
 
     caller process                          zygote (1 thread)            worker
     --------------                          -----------------            ------
-    ProgressPool() --os.fork()--> zygote    the first workers at once:
-                                            pipes, os.fork() -----------> process_main()
-    manager thread <-- pid + pipe ends ---- (per preforked worker)
+    ProgressPool() --os.fork()--> zygote
     manager thread --('start', i) + fds--> os.fork() -------------------> process_main()
-                   <---------- pid ------- reaps them (SIGCHLD)
+                   <---------- pid ------- reaps it (SIGCHLD)
                    <-- exit code on the worker's status pipe --
 
 Each worker leads its own process group, so killing a worker also kills the
@@ -43,14 +41,13 @@ import traceback
 import warnings
 from contextlib import contextmanager
 from multiprocessing import reduction
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional
 
 log = logging.getLogger("parallelbar_clone")
 
 __all__ = ["Zygote", "ZygoteChild", "FORK_GATE", "supported"]
 
 _STATUS = struct.Struct("<i")
-_PREFORK = struct.Struct("<iii")     # a preforked worker: slot index, pid (or -1), errno
 _UNKNOWN_EXIT = -(1 << 30)        # the zygote vanished before it could say
 
 
@@ -261,15 +258,9 @@ class Zygote:
     """Forks the zygote now, from the calling thread; :meth:`start` asks it for a worker.
 
     ``target(index, task_fd, result_fd, *args)`` is what a worker runs; it and
-    ``args`` are inherited through the fork, never pickled.
+    ``args`` are inherited through the fork, never pickled."""
 
-    ``prefork``: slot indices of the first workers, which the zygote forks as soon as
-    it runs, with pipes of its own making, while the caller's process goes on starting
-    its threads; :meth:`take` hands each one over (its pid and the caller's ends of its
-    pipes). A worker asked for with :meth:`start` is forked on request."""
-
-    def __init__(self, target: Callable[..., None], args: tuple,
-                 prefork: Sequence[int] = (), pipe_bytes: int = 0) -> None:
+    def __init__(self, target: Callable[..., None], args: tuple) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for stream in (sys.stdout, sys.stderr):  # else each worker, flushing its streams on
             try:                                 # exit, prints the caller's unflushed text
@@ -282,7 +273,7 @@ class Zygote:
                 code = 1
                 try:
                     parent_sock.close()
-                    _Server(child_sock, target, args).serve(prefork, pipe_bytes)
+                    _Server(child_sock, target, args).serve()
                     code = 0
                 except BaseException:
                     _print_exc()
@@ -293,41 +284,6 @@ class Zygote:
         self._sock = parent_sock
         self._lock = threading.Lock()
         self._closed = False
-        self._unread = list(prefork)     # preforked workers not yet reported, in order
-        self._preforked: Dict[int, Any] = {}   # index -> its report, not yet taken
-
-    def take(self, index: int, timeout: float = 30.0
-             ) -> Optional[Tuple[ZygoteChild, int, int]]:
-        """The preforked worker of slot ``index`` (its handle, the write end of its task
-        pipe and the read end of its result pipe), or None if there is none."""
-        with self._lock:
-            if index not in self._preforked and index not in self._unread:
-                return None
-            self._read_preforked(timeout, until=index)
-            pid, errno, fds = self._preforked.pop(index)
-        if pid <= 0:
-            raise ZygoteError(f"the zygote (pid {self.pid}) could not fork a worker: "
-                              f"{os.strerror(errno)}")
-        task_w, result_r, status_r = fds
-        return ZygoteChild(pid, status_r), task_w, result_r
-
-    def _read_preforked(self, timeout: float, until: Optional[int] = None) -> None:
-        """Read the zygote's reports of preforked workers (all, or up to ``until``'s);
-        they come before any answer to :meth:`start`. Holds self._lock."""
-        while self._unread and (until is None or until not in self._preforked):
-            if self._closed:
-                raise ZygoteError("the pool's zygote is closed")
-            try:
-                self._sock.settimeout(timeout)
-                index, pid, errno = _PREFORK.unpack(_recv_exact(self._sock, _PREFORK.size))
-                fds = reduction.recvfds(self._sock, 3) if pid > 0 else []
-            except (OSError, EOFError) as exc:
-                raise ZygoteError(f"the process that starts this pool's workers (pid "
-                                  f"{self.pid}) is gone: {exc}") from exc
-            finally:
-                self._sock.settimeout(None)
-            self._unread.remove(index)
-            self._preforked[index] = (pid, errno, fds)
 
     def start(self, index: int, task_fd: int, result_fd: int, timeout: float = 30.0
               ) -> ZygoteChild:
@@ -338,7 +294,6 @@ class Zygote:
             with self._lock:
                 if self._closed:
                     raise ZygoteError("the pool's zygote is closed")
-                self._read_preforked(timeout)   # (its answer comes after those)
                 try:
                     self._sock.sendall(struct.pack("<ci", b"s", index))
                     reduction.sendfds(self._sock, [task_fd, result_fd, status_w])
@@ -359,15 +314,11 @@ class Zygote:
         return ZygoteChild(pid, status_r)
 
     def close(self, timeout: float = 2.0) -> None:
-        """Tell the zygote to exit and reap it (it kills the workers not taken)."""
+        """Tell the zygote to exit and reap it."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            for _, _, fds in self._preforked.values():
-                for fd in fds:
-                    os.close(fd)
-            self._preforked.clear()
             try:
                 self._sock.sendall(b"q\0\0\0\0")
                 # Its end closes when it exits: wait for that, not in polling steps.
@@ -415,17 +366,6 @@ def _reap(pid: int, timeout: float) -> None:
         pause = min(pause * 2, 0.002)
 
 
-def _grow_pipe(fd: int, size: int) -> None:
-    """Linux: let the pipe hold ``size`` bytes (see backends._grow_pipe)."""
-    if not size or not sys.platform.startswith("linux"):
-        return
-    try:
-        import fcntl
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
-    except (ImportError, OSError):
-        pass
-
-
 def _print_exc() -> None:
     try:
         traceback.print_exc()
@@ -469,7 +409,7 @@ class _Server:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
 
-    def serve(self, prefork: Sequence[int] = (), pipe_bytes: int = 0) -> None:
+    def serve(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the pool's business
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if hasattr(signal, "pthread_sigmask"):
@@ -477,8 +417,6 @@ class _Server:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         try:
-            for index in prefork:
-                self._prefork(index, pipe_bytes)
             self._loop()
         finally:
             for pid in list(self.status):
@@ -512,26 +450,6 @@ class _Server:
             fds = reduction.recvfds(self.sock, 3)
             self._fork_worker(index, *fds)
 
-    def _prefork(self, index: int, pipe_bytes: int) -> None:
-        """Fork slot ``index``'s worker with pipes made here; send the caller its pid and
-        its ends of the pipes (task write, result read, status read)."""
-        task_r, task_w = os.pipe()
-        result_r, result_w = os.pipe()
-        status_r, status_w = os.pipe()
-        theirs = (task_w, result_r, status_r)
-        for fd in (task_w, result_w):
-            _grow_pipe(fd, pipe_bytes)
-        try:
-            pid = self._fork(index, task_r, result_w, status_w, also_close=theirs)
-            errno = 0
-        except OSError as exc:
-            pid, errno = -1, exc.errno or 0
-        self.sock.sendall(_PREFORK.pack(index, pid, errno))
-        if pid > 0:
-            reduction.sendfds(self.sock, list(theirs))
-        for fd in theirs:
-            os.close(fd)
-
     def _fork_worker(self, index: int, task_fd: int, result_fd: int, status_w: int) -> None:
         try:
             pid = self._fork(index, task_fd, result_fd, status_w)
@@ -540,8 +458,7 @@ class _Server:
             return
         self.sock.sendall(struct.pack("<ii", pid, 0))
 
-    def _fork(self, index: int, task_fd: int, result_fd: int, status_w: int,
-              also_close: Sequence[int] = ()) -> int:
+    def _fork(self, index: int, task_fd: int, result_fd: int, status_w: int) -> int:
         """Fork a worker on these fds (closed here either way); its pid."""
         try:
             pid = os.fork()
@@ -550,8 +467,6 @@ class _Server:
                 os.close(fd)
             raise
         if pid == 0:
-            for fd in also_close:
-                os.close(fd)
             self._become_worker(index, task_fd, result_fd, status_w)  # never returns
         try:
             os.setpgid(pid, pid)   # (the child does it too: whoever is first wins the race)

@@ -252,9 +252,8 @@ def test_a_dead_zygote_is_a_clear_error_not_a_hang():
 
 @pytest.mark.parametrize("when", ["first workers", "replacement"])
 def test_a_fork_the_zygote_cannot_make_is_a_clear_error(monkeypatch, when):
-    """The zygote forks the first workers as soon as it runs (while this process
-    starts its threads) and the others on request: a failed fork (EAGAIN: a process
-    limit) is the pool's error, naming the cause, either way."""
+    """A fork the zygote cannot make (EAGAIN: a process limit), of a first worker or
+    of a replacement, is the pool's error, naming the cause."""
     import errno
     from parallelbar_clone import zygote
     real_fork = zygote._Server._fork
