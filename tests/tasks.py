@@ -3,6 +3,7 @@ import ctypes
 import faulthandler
 import os
 import signal
+import sys
 import time
 
 from parallelbar_clone.wrappers import add_progress, memory_limit
@@ -312,3 +313,12 @@ class SlowToLoad:
 def slow_to_return(x):
     """A result whose pickling (in the worker) takes 4 ms."""
     return SlowToSend(x, 0.004, {})
+
+
+def ten_times_or_fails(x):
+    """x * 10; a negative x raises ValueError(x), and -1000 calls sys.exit(3)."""
+    if x == -1000:
+        sys.exit(3)
+    if x < 0:
+        raise ValueError(x)
+    return x * 10

@@ -230,6 +230,26 @@ def test_a_task_is_sent_as_soon_as_it_is_encoded(context):
     assert statistics.median(delays) < 0.02, delays
 
 
+@pytest.mark.parametrize("context", METHODS)
+def test_failures_inside_a_batch_of_quick_tasks_stay_in_their_slots(context):
+    """A worker runs quick tasks as map() over batches of 1, 2, 4 ... 256 of a chunk:
+    a task that raises (or calls sys.exit) fails its own slot, and the tasks before
+    and after it in the batch keep their results, in place: failures at a batch's
+    first and last task, in runs, and at the chunk's ends."""
+    failing = {0, 1, 7, 8, 9, 64, 130, 254, 255, 256, 399}
+    xs = [-1000 if x == 130 else (-x - 1 if x in failing else x) for x in range(400)]
+    out = progress_map(tasks.ten_times_or_fails, xs, n_cpu=2, context=context,
+                       chunk_size=400, error_behavior="coerce", disable=True)
+    assert len(out) == 400
+    for x, got in enumerate(out):
+        if x == 130:
+            assert isinstance(got, TaskExitError) and got.code == 3, (x, got)
+        elif x in failing:
+            assert isinstance(got, ValueError) and got.args == (-x - 1,), (x, got)
+        else:
+            assert got == x * 10, (x, got)
+
+
 @pytest.mark.parametrize("slow", ["task", "result"])
 def test_chunks_are_sized_by_the_time_a_task_costs_its_worker(slow):
     """Loading a task and pickling its result are the worker's time too: a task that
