@@ -61,6 +61,7 @@ class Worker:
         self.slot_free = False           # its status slot was given back
         self.task_mark: Any = None       # (run, position, start) of the task last seen...
         self.task_rss = 0                # ...and its resident memory then (memory_limit)
+        self.pipe_bytes = 0              # its task pipe's size, if known to be grown
 
     def unread(self) -> int:
         return sum(c.nbytes for c in self.inflight if c.done == c.start)
@@ -144,8 +145,8 @@ class ProcessBackend:
     def start(self, w: Worker) -> None:
         task_r, task_w = self.ctx.Pipe(duplex=False)
         result_r, result_w = self.ctx.Pipe(duplex=False)
-        for conn in (task_w, result_w):
-            _grow_pipe(conn)
+        w.pipe_bytes = _grow_pipe(task_w)
+        _grow_pipe(result_w)
         base = w.index * SLOT_WIDTH
         self.view[base + RUN] = -1.0
         self.view[base + POS] = -1.0
@@ -385,16 +386,17 @@ def _install_main_filter() -> None:
 PIPE_BYTES = 1 << 20
 
 
-def _grow_pipe(conn: Any) -> None:
+def _grow_pipe(conn: Any) -> int:
     """Let a pipe hold a whole chunk (1 MB, Linux's default ceiling, instead of 64 KB), so
-    a large message is written in one go instead of in lockstep with its reader."""
+    a large message is written in one go instead of in lockstep with its reader. Its
+    size in bytes if it was grown, else 0."""
     set_size = getattr(fcntl, "F_SETPIPE_SZ", 1031) if fcntl is not None else None
     if set_size is None or not sys.platform.startswith("linux"):
-        return
+        return 0
     try:
-        fcntl.fcntl(conn.fileno(), set_size, PIPE_BYTES)
+        return int(fcntl.fcntl(conn.fileno(), set_size, PIPE_BYTES))
     except OSError:
-        pass  # over /proc/sys/fs/pipe-max-size, or no pipe: keep the default
+        return 0  # over /proc/sys/fs/pipe-max-size, or no pipe: keep the default
 
 
 def _read_slot(view: Any, base: int) -> Tuple[int, int, float, int]:

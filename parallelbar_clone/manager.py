@@ -40,7 +40,8 @@ WINDOW = 2                      # chunks in flight per worker: one running, one 
 PREFETCH_SECONDS = 0.25         # ...but only behind a chunk measured to take less than this,
 PREFETCH_TASK = 0.025           # of tasks this short (where a round trip matters), and not
                                 # overdue: work queued behind a slow task waits for it
-PREFETCH_BYTES = 16384          # never fills a pipe: sends can't block
+PREFETCH_BYTES = 16384          # never fills a pipe (a quarter of a grown one): sends can't block
+HAND_OVER_WAIT = 0.005          # a consumer waits this long at most for a hungry worker's send
 KILL_GRACE = 0.3                # SIGTERM, then SIGKILL after this long
 STARTUP_DEATHS = 3              # consecutive workers dying before 'ready' => broken pool
 UNBLAMED_DEATHS = 5             # consecutive deaths outside any task => broken pool
@@ -92,6 +93,13 @@ class Manager:
         self.counted_at = 0.0
         self.wake_at: Optional[float] = None   # in how long a consumer is due a wake
         self.closed = threading.Event()
+        self.hungry = False                  # a worker waits and nothing is encoded for it
+        self.dispatched = threading.Event()  # set after each dispatch pass (see hand_over)
+        if getattr(backend, "zygote", None) is not None:
+            # The first workers are asked of the zygote from here, before the caller
+            # starts encoding tasks: asked by the manager thread, each answer waited for
+            # the GIL while the caller pickled (3-7 ms of a 2-core start-up).
+            self._ensure_workers()
         self.thread = threading.Thread(target=self._main, name="parallelbar-manager",
                                        daemon=True)
         self.thread.start()
@@ -103,6 +111,18 @@ class Manager:
 
     def wake(self) -> None:
         self.backend.wake()
+
+    def hand_over(self) -> None:
+        """Chunks were just made ready: wake this thread, and if a worker waits for
+        them, let it send them before the caller goes on encoding. (Else the caller keeps
+        the GIL, and this thread waits for the interpreter's switch interval, 5 ms, with
+        the chunk ready and the worker idle.)"""
+        if not self.hungry:
+            self.backend.wake()
+            return
+        self.dispatched.clear()
+        self.backend.wake()
+        self.dispatched.wait(HAND_OVER_WAIT)
 
     # ------------------------------------------------------------------ the loop
     def _main(self) -> None:
@@ -139,6 +159,9 @@ class Manager:
                 if self.broken is None:
                     self._ensure_workers()
                     self._dispatch()
+                # (after dispatching: a consumer woken first would take the GIL from this
+                # thread for up to its switch interval, 5 ms, while workers wait)
+                self._wake_consumers(monotonic())
                 tick = self._tick()
             events = self.backend.wait(self.workers, self.dying, tick)
             with FORK_GATE.working():
@@ -153,13 +176,13 @@ class Manager:
                 self._release_retries(now)
                 self._check_guards(now)
                 self._flush_bars(now)
-                self._wake_consumers(now)
 
     def _wake_consumers(self, now: float) -> None:
         """Results waiting long enough, or input running low: the consumer's turn."""
         self.wake_at = None
         for run in self.runs.values():
-            if not run.exhausted and len(run.ready) < 2 * self.wanted and not run.out.event.is_set():
+            if not run.exhausted and len(run.ready) < 2 * self.wanted \
+                    and not run.out.event.is_set() and run.may_read_ahead():
                 run.out.wake()   # it feeds the input: let it top up before workers starve
                 continue
             later = run.out.wake_if_due(now)
@@ -278,6 +301,12 @@ class Manager:
 
     # -- dispatch -------------------------------------------------------------------
     def _dispatch(self) -> None:
+        self._dispatch_all()
+        self.hungry = bool(self.runs) and any(
+            not w.inflight and not w.retiring and not w.dead for w in self.workers)
+        self.dispatched.set()
+
+    def _dispatch_all(self) -> None:
         if not self.runs:
             return
         for depth in range(1, WINDOW + 1):
@@ -316,7 +345,8 @@ class Manager:
             extra = len(run.payload) if isinstance(run.payload, bytes) and run.id not in w.runs \
                 else 0
             idle = w.ready and not w.inflight
-            if not idle and w.unread() + chunk.nbytes + extra > PREFETCH_BYTES:
+            if not idle and w.unread() + chunk.nbytes + extra > max(PREFETCH_BYTES,
+                                                                   w.pipe_bytes // 4):
                 run.ready.appendleft(chunk)
                 return False   # it waits, encoded, for a worker able to take it
             if not self.backend.send_chunk(w, chunk, run):

@@ -190,18 +190,18 @@ class Outbox:
         return self.woken + self.interval - now
 
     def get(self, timeout: float) -> Any:
-        """The next message; raises ``queue.Empty`` after ``timeout`` without one."""
-        while True:
-            try:
-                return self.items.popleft()
-            except IndexError:
-                pass
-            if not self.event.wait(timeout):
-                try:
-                    return self.items.popleft()
-                except IndexError:
-                    raise queue.Empty from None
-            self.event.clear()
+        """The next message; raises ``queue.Empty`` after ``timeout`` without one, or
+        when woken without one (the manager wants the input topped up)."""
+        try:
+            return self.items.popleft()
+        except IndexError:
+            pass
+        self.event.wait(timeout)
+        self.event.clear()   # (a message put from here on sets it again)
+        try:
+            return self.items.popleft()
+        except IndexError:
+            raise queue.Empty from None
 
 
 class Run:

@@ -173,6 +173,21 @@ def test_outbox_get_waits_for_a_message():
     assert box.get(0.01) == ("quiet",)
 
 
+def test_outbox_get_returns_when_woken_without_a_message():
+    """The manager wakes the consumer with no message when the input runs low: get()
+    must hand the turn back (queue.Empty) so that the consumer tops the input up,
+    instead of waiting out its timeout while workers starve."""
+    box = Outbox(0.1)
+    threading.Timer(0.02, box.wake).start()
+    started = time.monotonic()
+    with pytest.raises(queue.Empty):
+        box.get(5)
+    assert time.monotonic() - started < 2
+    assert not box.event.is_set()                   # the wake is used up
+    box.put(("p", 1))                               # a message, even one not yet due...
+    assert box.get(5) == ("p", 1)                   # ...is taken at once
+
+
 def test_outbox_get_picks_up_a_message_left_at_its_timeout():
     box = Outbox(0.1)
     threading.Timer(0.02, box.items.append, (("unannounced",),)).start()
