@@ -22,7 +22,7 @@ from .errors import SerializationError
 from .journal import CheckpointMismatchError, has_sets, task_digest
 from .outcomes import Failure
 from .run import Chunk, Run
-from .schedule import PULL_SECONDS
+from .schedule import PULL_SECONDS, TURN_SECONDS
 
 log = logging.getLogger("parallelbar_clone")
 
@@ -46,10 +46,15 @@ class Feeder:
             if run.requeue:
                 start, items = run.requeue.popleft()
                 added = self._encode(start, items, front=True)
-            elif run.exhausted or not run.may_read_ahead():
+            elif run.exhausted or not run.may_read_ahead() or len(run.ready) >= 2 * run.workers:
+                # (chunks made long before they are sent would be sized by what was known
+                # then: at the start, a trivial task looks 100 times too slow)
                 break
-            elif added and monotonic() - started > PULL_SECONDS:
-                break   # a slow input: hand over what came, and look at the results
+            elif added and monotonic() - started > (TURN_SECONDS if run.ready else PULL_SECONDS):
+                # A slow input: hand over what came, and look at the results. Else, with
+                # chunks waiting to be sent: let the manager have the GIL. (Encoding six
+                # chunks in a row, the caller's thread held it 10 ms, workers idle.)
+                break
             else:
                 added = self._pull()
 

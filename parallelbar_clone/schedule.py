@@ -39,14 +39,15 @@ GROWTH = 8                      # a chunk is at most this many times the last on
 READ_AHEAD_TASKS = 1024         # tasks read ahead of the consumer, at least...
 READ_AHEAD_BYTES = 16 << 20     # ...but no more than this many bytes held for it...
 READ_AHEAD_SECONDS = 2.0        # ...nor more than this much work per worker
-PULL_SECONDS = 0.005            # pull from a slow input for about this long at a time
+PULL_SECONDS = 0.005            # pull from a slow input for about this long at a time,
+TURN_SECONDS = 0.001            # from any input this long while chunks wait to be sent
 
 
 class ChunkPolicy:
     """Chunk sizes for one run (see the module docstring)."""
 
     __slots__ = ("fixed", "cap", "total", "per_task", "last", "item_bytes", "_busy", "_tasks",
-                 "_bytes", "_items")
+                 "_bytes", "_items", "_fit")
 
     def __init__(self, fixed: Optional[int] = None, cap: Optional[int] = None,
                  total: Optional[int] = None) -> None:
@@ -58,6 +59,7 @@ class ChunkPolicy:
         self.last = 0
         self._busy = self._tasks = 0.0            # decaying sums behind per_task...
         self._bytes = self._items = 0.0           # ...and item_bytes
+        self._fit = [0.0] * 5                     # decaying sums of 1, n, busy, n*n, n*busy
 
     def observe(self, n: int, busy: float) -> None:
         """``n`` tasks took ``busy`` seconds of a worker's time. Samples weigh by their
@@ -65,9 +67,29 @@ class ChunkPolicy:
         chunk of twenty, and older samples fade."""
         if n <= 0:
             return
-        self._busy = 0.7 * self._busy + max(busy, 0.0)
+        busy = max(busy, 0.0)
+        self._busy = 0.7 * self._busy + busy
         self._tasks = 0.7 * self._tasks + n
         self.per_task = self._busy / self._tasks
+        fit = self._fit
+        for i, x in enumerate((1.0, n, busy, n * n, n * busy)):
+            fit[i] = 0.7 * fit[i] + x
+
+    def cost(self) -> "tuple[float, float]":
+        """(seconds a chunk costs whatever its size, seconds each task adds): a line
+        fitted to chunks of different sizes. A chunk's own cost (a message each way,
+        a cold worker's first call) makes small chunks look slow per task: 42 us
+        for a trivial task alone, 0.45 us in chunks of hundreds. Until chunks of
+        different sizes are measured, or where the fit makes no sense, all of it is
+        counted per task."""
+        w, n, b, nn, nb = self._fit
+        per_task = self.per_task or 0.0
+        spread = w * nn - n * n
+        if spread > 1e-9 * max(1.0, n * n):
+            slope = (w * nb - n * b) / spread
+            if 0 < slope < 0.999 * per_task:   # (else: no cost of its own to speak of)
+                return max(0.0, (b - slope * n) / w), slope
+        return 0.0, per_task
 
     def size(self, remaining: Optional[int], workers: int) -> int:
         """The next chunk's size; ``remaining``: tasks not yet taken, if known."""
@@ -76,12 +98,14 @@ class ChunkPolicy:
         elif self.per_task is None:
             size = 1
         else:
-            size = int(TARGET_CHUNK_SECONDS / max(self.per_task, 1e-9))
+            fixed_cost, per_task = self.cost()
+            size = int(max(TARGET_CHUNK_SECONDS - fixed_cost, TARGET_CHUNK_SECONDS / 2)
+                       / max(per_task, 1e-9))
             size = min(size, max(1, self.last) * GROWTH)
             if self.total is not None:  # a worker's share in SHARES chunks at least
                 size = min(size, -(-self.total // (SHARES * max(1, workers))))
             if remaining is not None:   # keep the tail balanced across workers...
-                floor = int(TAIL_SECONDS / max(self.per_task, 1e-9))   # ...in steps this big
+                floor = int(TAIL_SECONDS / max(per_task, 1e-9))   # ...in steps this big
                 size = min(size, max(1, min(floor, remaining),
                                      remaining // (2 * max(1, workers))))
             if self.item_bytes:         # big tasks: a chunk stays a pipe's worth

@@ -298,3 +298,36 @@ def test_a_run_is_complete_when_every_position_has_its_outcome():
     run.delayed.clear()
     run.exhausted = False
     assert not run.complete()
+
+
+# ------------------------------------------------------------------ feeding the input
+
+class _Encoder:
+    def encode_chunk(self, chunk, run):
+        chunk.payload, chunk.nbytes = b"", 8 * len(chunk.items)
+
+
+class _Manager:
+    def hand_over(self):
+        pass
+
+    def post(self, *command):
+        pass
+
+
+def test_the_caller_encodes_two_chunks_per_worker_ahead_at_most():
+    """Read-ahead would allow thousands of quick tasks, but chunks made long before
+    they are sent are sized by what was known then (at the start a trivial task
+    looks 100 times slower than it is): two chunks a worker wait, no more."""
+    from parallelbar_clone.feed import Feeder
+    run = make_run(range(100_000), "map", 3)
+    run.state = "active"
+    run.policy.observe(1000, 0.001)         # 1 us a task
+    feeder = Feeder(run, _Encoder(), _Manager())
+    for _ in range(20):
+        feeder.top_up()
+    assert len(run.ready) == 6
+    assert run.may_read_ahead()             # (the input was not what stopped it)
+    run.ready.popleft()
+    feeder.top_up()
+    assert len(run.ready) == 6

@@ -99,6 +99,48 @@ def test_measurements_weigh_by_task_count_and_fade():
     assert cold.per_task < 0.0012
 
 
+def test_a_chunks_own_cost_is_told_from_what_each_task_adds():
+    """Tiny tasks: a chunk of one costs 400 us (a message each way, a cold first
+    call), a chunk of 512 2.5 ms. Counted all per task, the tasks look 100 times
+    slower than they are and chunks stay small for many round trips; a line fitted
+    through chunks of different sizes says 400 us a chunk and 4.1 us a task."""
+    policy = ChunkPolicy()
+    for n, busy in [(1, 400e-6), (8, 430e-6), (64, 660e-6), (512, 2.5e-3)]:
+        policy.observe(n, busy)
+    fixed, per_task = policy.cost()
+    assert fixed == pytest.approx(400e-6, rel=0.05)
+    assert per_task == pytest.approx(4.1e-6, rel=0.05)
+    assert policy.per_task > 1.4 * per_task     # the plain average, for the rest
+    policy.took(512)
+    assert policy.size(None, 2) == 4096         # the growth limit (not 0.1 s / 5.9 us)
+    policy.took(100_000)
+    assert policy.size(None, 2) == int((schedule.TARGET_CHUNK_SECONDS - fixed) / per_task)
+    assert policy.size(remaining=60, workers=2) == \
+        min(60, int(schedule.TAIL_SECONDS / per_task))    # tail steps by the same measure
+
+
+def test_a_chunks_own_cost_needs_chunks_of_different_sizes_and_a_sensible_line():
+    same = ChunkPolicy()
+    for busy in (40e-6, 20e-6, 30e-6):
+        same.observe(1, busy)                    # one size: all counted per task
+    assert same.cost() == (0.0, same.per_task)
+    noisy = ChunkPolicy()
+    noisy.observe(1, 0.5)                         # bigger chunks cheaper in all: no line
+    noisy.observe(100, 0.1)
+    assert noisy.cost() == (0.0, noisy.per_task)
+    steady = ChunkPolicy()
+    steady.observe(10, 0.010)                     # tasks of 1 ms, nothing per chunk:
+    steady.observe(100, 0.100)                    # the slope is the average
+    assert steady.cost() == (0.0, steady.per_task)
+    costly = ChunkPolicy()
+    costly.observe(1, 0.08)                       # 70 ms a chunk, 10 ms a task: chunks
+    costly.observe(2, 0.09)                       # aim at half the target at least
+    costly.took(2)
+    fixed, per_task = costly.cost()
+    assert (fixed, per_task) == (pytest.approx(0.07), pytest.approx(0.01))
+    assert costly.size(None, 2) == 5              # 50 ms / 10 ms (not 30 ms / 10 ms)
+
+
 # ------------------------------------------------------------------ input pacing
 
 def test_input_is_pulled_one_item_until_its_speed_is_known():
