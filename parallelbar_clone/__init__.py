@@ -17,8 +17,8 @@ which message::
     exceptions, yield or collect        |
                                         +--bar events (batched)--> bar thread (bar.py, owns tqdm)
 
-    zygote (zygote.py): a single-threaded fork of the caller made when the pool starts;
-    it forks every worker (context='fork', the default on Linux).
+    zygote (zygote.py): a single-threaded fork of the caller made when the pool starts,
+    with its first workers; it forks every later one (context='fork', the default on Linux).
 
 - The manager never runs the caller's code: input generators, ``__reduce__`` of
   tasks and loading of results happen in the caller's thread, so deadlines,

@@ -30,7 +30,7 @@ from .options import Options
 from .serialize import MainRefs
 from .worker import (DONE, ERR, POS, RUN, SLOT_WIDTH, SPAN, START, Abandoned, ThreadSlot,
                      WorkerSetup, main_info, process_main, thread_main, zygote_main)
-from .zygote import Zygote, ZygoteChild
+from .zygote import Zygote, ZygoteChild, fork_here
 
 
 def _func_name(func: Any) -> str:
@@ -90,14 +90,22 @@ class ProcessBackend:
         self.zygote: Optional[Zygote] = None
         self._preloaded: Dict[int, Any] = {}
         if self.method == "fork":
-            # Fork semantics without fork's danger: one fork now, from the caller's thread,
-            # before any thread of this pool runs; that copy forks every worker.
+            # Fork semantics without fork's danger: forks now, from the caller's thread,
+            # before any thread of this pool runs: the zygote, which forks every later
+            # worker, and (see start) the first workers.
             self.main = MainRefs("snapshot")
             self._preloaded = {i: f for i, f in enumerate(preload)}
             setup = WorkerSetup(init=(opts.initializer, opts.initargs)
                                 if opts.initializer is not None else None,
                                 preloaded=self._preloaded, watch_parent=False)
             self.zygote = Zygote(zygote_main, (self.slots, setup))
+            self._fork_args = (self.slots, setup)
+            # The first workers are forked right here too, from the same thread at the same
+            # moment (see start): only from the main thread, whose end is the process's
+            # (a worker dies with the thread that forked it).
+            self._here = threading.get_ident() \
+                if threading.current_thread() is threading.main_thread() else None
+            self._own_fds: List[int] = []   # what a worker forked here must not hold
         else:
             if self.method == "forkserver":
                 try:
@@ -155,8 +163,13 @@ class ProcessBackend:
         self.view[base + ERR] = 0.0
         self.view[base + SPAN] = 1.0
         try:
-            if self.zygote is not None:
-                proc: Any = self.zygote.start(w.index, task_r.fileno(), result_w.fileno())
+            if self.zygote is not None and threading.get_ident() == self._here:
+                # (only the first workers: later ones are started by the manager thread)
+                proc: Any = fork_here(w.index, task_r.fileno(), result_w.fileno(), zygote_main,
+                                      self._fork_args, self._pool_fds(task_w, result_r))
+                self._own_fds += [task_w.fileno(), result_r.fileno(), proc.sentinel]
+            elif self.zygote is not None:
+                proc = self.zygote.start(w.index, task_r.fileno(), result_w.fileno())
             else:
                 proc = self.ctx.Process(target=process_main,
                                         name=f"parallelbar-worker-{w.index}",
@@ -177,6 +190,27 @@ class ProcessBackend:
         w.pid = proc.pid
         w.task_conn = task_w  # type: ignore[attr-defined]
         w.result_conn = result_r  # type: ignore[attr-defined]
+
+    def _pool_fds(self, *conns: Any) -> List[int]:
+        """The fds of this pool's that a worker forked from the caller must close."""
+        fds = [c.fileno() for c in conns] + self._own_fds
+        fds += [self._wake_r.fileno(), self._wake_w.fileno()]
+        if self.zygote is not None:
+            fds.append(self.zygote.fileno())
+        return fds
+
+    def stopping(self, workers: List[Worker]) -> None:
+        """The pool is stopping these workers: if the zygote forked none of them, it
+        can exit now, while they do (its exit costs a copy of the caller's address
+        space to tear down: 2 ms of a one-call map on 2 cores)."""
+        if self.zygote is not None and not any(type(w.proc) is ZygoteChild  # type: ignore
+                                               for w in workers if hasattr(w, "proc")):
+            self.zygote.quit()
+
+    def first_workers_here(self) -> bool:
+        """Should the first workers be started from the creating thread, before the
+        pool's threads start? (Forked there, or asked of the zygote.)"""
+        return self.zygote is not None
 
     def send(self, w: Worker, data: bytes) -> bool:
         try:

@@ -95,10 +95,11 @@ class Manager:
         self.closed = threading.Event()
         self.hungry = False                  # a worker waits and nothing is encoded for it
         self.dispatched = threading.Event()  # set after each dispatch pass (see hand_over)
-        if getattr(backend, "zygote", None) is not None:
-            # The first workers are asked of the zygote from here, before the caller
-            # starts encoding tasks: asked by the manager thread, each answer waited for
-            # the GIL while the caller pickled (3-7 ms of a 2-core start-up).
+        if getattr(backend, "first_workers_here", lambda: False)():
+            # Before this pool's threads start: the first workers are forked from this
+            # thread (or asked of the zygote), and the caller encodes tasks after. (Asked
+            # by the manager thread, each answer waited for the GIL while the caller
+            # pickled: 3-7 ms of a 2-core start-up.)
             self._ensure_workers()
         self.thread = threading.Thread(target=self._main, name="parallelbar-manager",
                                        daemon=True)
@@ -268,6 +269,10 @@ class Manager:
         if graceful:
             for w in self.workers:
                 self.backend.stop(w)
+        stopping = getattr(self.backend, "stopping", None)
+        if stopping is not None:
+            stopping(self.workers + self.dying)
+        if graceful:
             deadline = monotonic() + 1.0
             for w in self.workers:
                 if isinstance(self.backend, ProcessBackend):

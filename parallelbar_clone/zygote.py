@@ -1,30 +1,38 @@
-"""The zygote: a copy of the caller's process that forks every worker of one pool.
+"""The zygote: a copy of the caller's process that forks the workers of one pool.
 
 Why: a worker forked from the caller sees the program exactly as the user wrote
 it (``__main__`` globals, module state changed after import, open connections,
 objects that cannot be pickled), as ``multiprocessing`` gives with ``fork``. But
 forking a process whose other threads may hold locks (ours: the manager, the
 bar, the journal; the caller's own) can hand the child a lock that is never
-released. So the pool forks once, from the caller's thread, before any thread
-of the pool starts: that child, the zygote, is single-threaded and stays so, and
-it forks every worker from then on (the first ones, and each replacement after
-a timeout, a crash, a memory trip or ``maxtasksperchild``)::
+released. So a pool forks only from the caller's thread, before any thread of the
+pool starts: the zygote, which is single-threaded and stays so, and the first
+workers (:func:`fork_here`). The zygote forks every later worker (each
+replacement after a timeout, a crash, a memory trip or ``maxtasksperchild``)::
 
     caller process                          zygote (1 thread)            worker
     --------------                          -----------------            ------
     ProgressPool() --os.fork()--> zygote
+                   --os.fork()-----------------------------------------> process_main()
+                   (the first workers: the caller's children, reaped by it)
     manager thread --('start', i) + fds--> os.fork() -------------------> process_main()
                    <---------- pid ------- reaps it (SIGCHLD)
                    <-- exit code on the worker's status pipe --
 
+The first workers come from the caller's main thread only (a worker dies with the
+thread that forked it, ``PR_SET_PDEATHSIG``); a pool started from another thread
+has the zygote fork them. Forked here they cost no request to the zygote (whose
+answer the manager thread waited for, for the GIL, while the caller encoded tasks)
+and no fork of a fork: the call's start-up is as short as ``Pool``'s.
+
 Each worker leads its own process group, so killing a worker also kills the
 processes its task started. The zygote exits when the pool closes it or when
 the caller's process goes away (its control socket reaches EOF); a worker dies
-with its zygote (``PR_SET_PDEATHSIG`` on Linux, a watcher thread elsewhere).
+with whoever forked it (``PR_SET_PDEATHSIG`` on Linux, a watcher thread elsewhere).
 
-Forking the zygote is where fork's danger would be: while the caller's process
-runs other threads of ours (another live pool), they are first parked at a
-point where they hold no lock (:data:`FORK_GATE`).
+Forking is where fork's danger would be: while the caller's process runs other
+threads of ours (another live pool), they are first parked at a point where they
+hold no lock (:data:`FORK_GATE`).
 """
 from __future__ import annotations
 
@@ -45,7 +53,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 log = logging.getLogger("parallelbar_clone")
 
-__all__ = ["Zygote", "ZygoteChild", "FORK_GATE", "supported"]
+__all__ = ["Zygote", "ZygoteChild", "DirectChild", "fork_here", "FORK_GATE", "supported"]
 
 _STATUS = struct.Struct("<i")
 _UNKNOWN_EXIT = -(1 << 30)        # the zygote vanished before it could say
@@ -254,6 +262,92 @@ class ZygoteError(RuntimeError):
     pass
 
 
+class DirectChild(ZygoteChild):
+    """Parent-side handle of a first worker, forked from the caller's thread itself
+    (:func:`fork_here`): its end shows on a pidfd (Linux 5.3+, Python 3.9+) or on a
+    pipe only it holds open, and its exit code is the caller's to reap."""
+
+    def _poll(self, timeout: Optional[float]) -> None:
+        if self._exitcode is not None or self._closed:
+            return
+        ready, _, _ = select.select([self.sentinel], [], [], timeout)
+        if not ready:
+            return
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            self._exitcode = exit_code(status)
+        except ChildProcessError:   # reaped by someone else (SIGCHLD ignored, say)
+            self._exitcode = _UNKNOWN_EXIT
+        self.kill_group()  # what its tasks started goes with it
+
+
+def _pidfds() -> bool:
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # type: ignore[attr-defined]
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+_PIDFDS: Optional[bool] = None
+
+
+def _fork() -> int:
+    return os.fork()
+
+
+def fork_here(index: int, task_fd: int, result_fd: int, target: Callable[..., None],
+              args: tuple, close_fds: Any) -> DirectChild:
+    """Fork a worker from the calling thread, the caller's main thread, while no thread
+    of this pool runs yet: a pool's first workers (see :class:`Zygote`). In the child,
+    ``close_fds`` (the pool's own fds) are closed and ``target(index, task_fd,
+    result_fd, *args)`` runs, as in a worker the zygote forks."""
+    global _PIDFDS
+    if _PIDFDS is None:
+        _PIDFDS = _pidfds()
+    pipe = None if _PIDFDS else os.pipe()
+    for stream in (sys.stdout, sys.stderr):   # (as before the zygote's fork)
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    # Ctrl-C stays blocked in the child until it ignores it (it may come between the
+    # fork and then): only the caller sees it.
+    masked = hasattr(signal, "pthread_sigmask")
+    if masked:
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        with FORK_GATE.forking() as ours, _quiet_fork_warning(ours):
+            try:
+                pid = _fork()
+            except OSError as exc:
+                raise ZygoteError(f"the caller's process could not fork a worker: "
+                                  f"{os.strerror(exc.errno or 0)}") from exc
+            if pid == 0:
+                try:
+                    _leave_parent([*close_fds, *(pipe[:1] if pipe else ())])
+                except BaseException:
+                    _print_exc()
+                    os._exit(1)
+                _run_worker(index, task_fd, result_fd, target, args)   # never returns
+    finally:
+        if masked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    try:
+        os.setpgid(pid, pid)   # (the child does it too: whoever is first wins the race)
+    except OSError:
+        pass
+    if pipe is not None:
+        os.close(pipe[1])
+        return DirectChild(pid, pipe[0])
+    try:
+        return DirectChild(pid, os.pidfd_open(pid))  # type: ignore[attr-defined]
+    except OSError as exc:   # (a process limit on fds): it runs, but cannot be watched
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise ZygoteError(f"cannot watch a new worker: {exc}") from exc
+
+
 class Zygote:
     """Forks the zygote now, from the calling thread; :meth:`start` asks it for a worker.
 
@@ -284,6 +378,11 @@ class Zygote:
         self._sock = parent_sock
         self._lock = threading.Lock()
         self._closed = False
+        self._quit = False       # told to exit (close() waits for it)
+
+    def fileno(self) -> int:
+        """The caller's end of the zygote's control socket."""
+        return self._sock.fileno()
 
     def start(self, index: int, task_fd: int, result_fd: int, timeout: float = 30.0
               ) -> ZygoteChild:
@@ -292,7 +391,7 @@ class Zygote:
         status_r, status_w = os.pipe()
         try:
             with self._lock:
-                if self._closed:
+                if self._closed or self._quit:
                     raise ZygoteError("the pool's zygote is closed")
                 try:
                     self._sock.sendall(struct.pack("<ci", b"s", index))
@@ -313,14 +412,26 @@ class Zygote:
                               f"{os.strerror(errno)}")
         return ZygoteChild(pid, status_r)
 
+    def quit(self) -> None:
+        """Tell the zygote to exit (it kills what it forked that still runs), without
+        waiting: :meth:`close` does."""
+        with self._lock:
+            if self._closed or self._quit:
+                return
+            self._quit = True
+            try:
+                self._sock.sendall(b"q\0\0\0\0")
+            except OSError:
+                pass
+
     def close(self, timeout: float = 2.0) -> None:
         """Tell the zygote to exit and reap it."""
+        self.quit()
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                self._sock.sendall(b"q\0\0\0\0")
                 # Its end closes when it exits: wait for that, not in polling steps.
                 self._sock.settimeout(timeout)
                 while self._sock.recv(4096):
@@ -478,38 +589,13 @@ class _Server:
         return pid
 
     def _become_worker(self, index: int, task_fd: int, result_fd: int, status_w: int) -> None:
-        code = 1
         try:
-            try:
-                os.setpgid(0, 0)
-            except OSError:
-                pass
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in [self.wake_r, self.wake_w, status_w, *self.status.values()]:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            zygote = os.getppid()
+            _leave_parent([self.wake_r, self.wake_w, status_w, *self.status.values()])
             self.sock.close()
-            _die_with_parent()
-            if os.getppid() != zygote:   # the zygote died before prctl: follow it
-                os._exit(70)
-            _become_worker_process(index)
-            self.target(index, task_fd, result_fd, *self.args)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
             _print_exc()
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except BaseException:
-                    pass
-            os._exit(code)
+            os._exit(1)
+        _run_worker(index, task_fd, result_fd, self.target, self.args)
 
     def _reap_all(self, block: bool) -> None:
         while self.status:
@@ -532,6 +618,52 @@ class _Server:
             except OSError:
                 pass
             os.close(fd)
+
+
+def _leave_parent(close_fds: Any) -> None:
+    """A freshly forked worker's first steps: lead its own process group, keep the
+    signal handling of a worker whatever the forking process had (no wake-up fd, no
+    SIGCHLD or SIGTERM handler, Ctrl-C ignored), and close the fds of the forking
+    process's that are not its own."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _run_worker(index: int, task_fd: int, result_fd: int, target: Callable[..., None],
+                args: tuple) -> None:
+    """A freshly forked worker (by the zygote or the caller): die with the process
+    that forked it, then run ``target``; never returns."""
+    code = 1
+    try:
+        parent = os.getppid()
+        _die_with_parent()
+        if os.getppid() != parent:   # it died before prctl: follow it
+            os._exit(70)
+        _become_worker_process(index)
+        target(index, task_fd, result_fd, *args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        _print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        os._exit(code)
 
 
 def _become_worker_process(index: int) -> None:

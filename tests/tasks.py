@@ -322,3 +322,10 @@ def ten_times_or_fails(x):
     if x < 0:
         raise ValueError(x)
     return x * 10
+
+
+def prints_unflushed(x):
+    """Prints a line without flushing (stdout to a pipe is block-buffered): the line is
+    seen only if the worker exits as a worker should, flushing its streams."""
+    print(f"task {x} was here")
+    return x

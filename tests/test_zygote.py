@@ -251,25 +251,83 @@ def test_a_dead_zygote_is_a_clear_error_not_a_hang():
 
 
 @pytest.mark.parametrize("when", ["first workers", "replacement"])
-def test_a_fork_the_zygote_cannot_make_is_a_clear_error(monkeypatch, when):
-    """A fork the zygote cannot make (EAGAIN: a process limit), of a first worker or
-    of a replacement, is the pool's error, naming the cause."""
+def test_a_fork_that_fails_is_a_clear_error(monkeypatch, when):
+    """A fork that cannot be made (EAGAIN: a process limit), of a first worker (by the
+    caller) or of a replacement (by the zygote), is the pool's error, naming the cause."""
     import errno
     from parallelbar_clone import zygote
     real_fork = zygote._Server._fork
 
+    def refused(*args, **kwargs):
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
     def fork(self, index, *args, **kwargs):
-        if when == "first workers" or index >= 2:   # (the zygote inherits this patch)
+        if index >= 2:   # (the zygote inherits this patch)
             for fd in args[:3]:
                 os.close(fd)
-            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+            refused()
         return real_fork(self, index, *args, **kwargs)
 
-    monkeypatch.setattr(zygote._Server, "_fork", fork)
-    with ProgressPool(n_cpu=2, maxtasksperchild=1, disable=True) as pool:
-        with pytest.raises(ParallelBarError, match="could not fork a worker: "
-                                                   + os.strerror(errno.EAGAIN)):
+    if when == "first workers":
+        monkeypatch.setattr(zygote, "_fork", refused)
+    else:
+        monkeypatch.setattr(zygote._Server, "_fork", fork)
+    with pytest.raises(ParallelBarError, match="could not fork a worker: "
+                                               + os.strerror(errno.EAGAIN)):
+        with ProgressPool(n_cpu=2, maxtasksperchild=1, disable=True) as pool:
             pool.map(tasks.times_ten, range(20))
+
+
+def _family(x):
+    links = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return os.getpid(), os.getppid(), sorted(links)
+
+
+def _link(fd):
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+@pytest.mark.parametrize("thread", ["main", "other"])
+def test_first_workers_are_forked_by_the_caller_and_replacements_by_the_zygote(thread):
+    """The first workers are forked from the caller's main thread when the pool starts,
+    at the same moment as the zygote and before any thread of the pool runs (a copy
+    of the same program state, without a request to the zygote and its round trips):
+    their parent is the caller. Every later one is the zygote's. A pool started from
+    another thread has the zygote fork all (a worker dies with the thread that forked
+    it). A worker holds none of the pool's own fds (the zygote's socket, the wake-up
+    pipe)."""
+    import threading
+    out = {}
+
+    def run():
+        with ProgressPool(n_cpu=2, maxtasksperchild=3, disable=True) as pool:
+            own = {_link(pool._backend.zygote.fileno()), _link(pool._backend._wake_r.fileno()),
+                   _link(pool._backend._wake_w.fileno())}
+            out["zygote"] = pool._backend.zygote.pid
+            out["seen"] = pool.map(_family, range(12), chunk_size=1)
+            out["own"] = own
+    if thread == "main":
+        run()
+    else:
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+    parents = {}
+    for pid, ppid, links in out["seen"]:
+        parents[pid] = ppid
+        assert not out["own"] & set(links), (pid, out["own"] & set(links))
+    first = {out["seen"][0][0], out["seen"][1][0]}        # (tasks 0 and 1: one each)
+    later = set(parents) - first
+    assert len(first) == 2 and len(later) >= 2               # (replacements came)
+    expected_first = os.getpid() if thread == "main" else out["zygote"]
+    assert [parents[p] for p in first] == [expected_first] * 2
+    assert all(parents[p] == out["zygote"] for p in later)
 
 
 def test_workers_are_led_by_their_own_process_group():
@@ -283,6 +341,23 @@ def test_workers_are_led_by_their_own_process_group():
 
 def _group_and_name(x):
     return os.getpid(), os.getpgid(0), multiprocessing.current_process().name
+
+
+@pytest.mark.parametrize("maxtasksperchild", [None, 2])
+def test_what_tasks_printed_is_printed_when_the_pool_closes(maxtasksperchild):
+    """A worker's output not yet flushed is flushed when the pool closes: the first
+    workers (the caller's children) and replacements (the zygote's, which it would kill
+    if it went first) alike."""
+    code = ("import sys\nsys.path.insert(0, %r)\nsys.path.insert(0, %r)\nimport tasks\n"
+            "from parallelbar_clone import progress_map\n"
+            "progress_map(tasks.prints_unflushed, range(9), n_cpu=2, chunk_size=1, "
+            "maxtasksperchild=%r, disable=True)\n") % (REPO, HERE, maxtasksperchild)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # buffered
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                          env=env)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    lines = sorted(done.stdout.decode().split("\n")[:-1])
+    assert lines == sorted(f"task {x} was here" for x in range(9)), done.stdout
 
 
 def test_what_the_caller_printed_before_the_pool_prints_once():

@@ -229,6 +229,30 @@ BREAKS = [
           "        while not self.items and self.event.wait(timeout):\n"
           "            self.event.clear()\n        self.event.clear()",
           ["tests/test_run.py::test_outbox_get_returns_when_woken_without_a_message"]),
+    Break("chunks-made-far-ahead", "chunks wait two a worker, sized by what is known",
+          "parallelbar_clone/feed.py",
+          " or len(run.ready) >= 2 * run.workers:",
+          ":",
+          ["tests/test_run.py::test_the_caller_encodes_two_chunks_per_worker_ahead_at_most"]),
+    Break("first-workers-by-the-zygote", "the first workers are forked by the caller",
+          "parallelbar_clone/backends.py",
+          "if self.zygote is not None and threading.get_ident() == self._here:",
+          "if False:",
+          ["tests/test_zygote.py::test_first_workers_are_forked_by_the_caller_and_"
+           "replacements_by_the_zygote[main]"]),
+    Break("first-worker-holds-the-zygote-socket", "a worker holds none of the pool's fds",
+          "parallelbar_clone/backends.py",
+          "            fds.append(self.zygote.fileno())\n",
+          "            pass\n",
+          ["tests/test_zygote.py::test_first_workers_are_forked_by_the_caller_and_"
+           "replacements_by_the_zygote[main]"]),
+    Break("zygote-quits-before-its-workers", "output of replacement workers is flushed at "
+          "close",
+          "parallelbar_clone/backends.py",
+          "if self.zygote is not None and not any(",
+          "if self.zygote is not None or any(",
+          ["tests/test_zygote.py::test_what_tasks_printed_is_printed_when_the_pool_closes[2]"],
+          tries=3),
 ]
 
 
