@@ -171,8 +171,11 @@ def _quiet_fork_warning(ours: int) -> Iterator[None]:
     """Python 3.12+ warns when a process with several threads forks. If the only other
     threads are ours, parked by the gate, this fork is safe: say nothing. If the
     caller runs threads of its own, the warning is theirs to see, as with ``fork``."""
+    if not ours or sys.version_info < (3, 12):   # (no thread of ours, or no warning)
+        yield
+        return
     threads = _os_threads()
-    if ours and threads is not None and threads == ours + 1:
+    if threads is not None and threads == ours + 1:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*use of fork\\(\\) may lead to deadlocks",
                                     category=DeprecationWarning)
