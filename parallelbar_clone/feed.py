@@ -46,9 +46,11 @@ class Feeder:
             if run.requeue:
                 start, items = run.requeue.popleft()
                 added = self._encode(start, items, front=True)
-            elif run.exhausted or not run.may_read_ahead() or len(run.ready) >= 2 * run.workers:
-                # (chunks made long before they are sent would be sized by what was known
-                # then: at the start, a trivial task looks 100 times too slow)
+            elif run.exhausted or not run.may_read_ahead() or (
+                    len(run.ready) >= 2 * run.workers and not run.policy.settled):
+                # (while sizes still change, chunks made long before they are sent would be
+                # sized by what was known then: at first a trivial task looks 100 times
+                # too slow; later, topping up a chunk at a time costs the caller's CPU)
                 break
             elif added and monotonic() - started > (TURN_SECONDS if run.ready else PULL_SECONDS):
                 # A slow input: hand over what came, and look at the results. Else, with

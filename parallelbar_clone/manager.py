@@ -789,8 +789,8 @@ class Manager:
                 self._fail_run(run, RunTimeoutError(
                     f"{run.mode} of {run.name} did not finish within timeout={run.opts.timeout} s "
                     f"({run.finished} of {run.total if run.total is not None else '?'} tasks done)"))
-        if not self.runs:
-            return
+        if not any(run.timing for run in self.runs.values()):
+            return   # (no process_timeout, no memory_limit: nothing to read in the slots)
         for w in list(self.workers):
             if w.dead or not w.inflight:
                 continue

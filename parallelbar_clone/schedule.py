@@ -36,6 +36,7 @@ SHARES = 4                      # known length: a worker's share in at least thi
 TAIL_SECONDS = 0.002            # near the end they shrink, down to this much work
 MAX_CHUNK = 100_000
 GROWTH = 8                      # a chunk is at most this many times the last one
+SETTLED_CHUNKS = 8              # until this many chunks are measured, few are made ahead
 READ_AHEAD_TASKS = 1024         # tasks read ahead of the consumer, at least...
 READ_AHEAD_BYTES = 16 << 20     # ...but no more than this many bytes held for it...
 READ_AHEAD_SECONDS = 2.0        # ...nor more than this much work per worker
@@ -46,8 +47,8 @@ TURN_SECONDS = 0.001            # from any input this long while chunks wait to 
 class ChunkPolicy:
     """Chunk sizes for one run (see the module docstring)."""
 
-    __slots__ = ("fixed", "cap", "total", "per_task", "last", "item_bytes", "_busy", "_tasks",
-                 "_bytes", "_items", "_fit")
+    __slots__ = ("fixed", "cap", "total", "per_task", "last", "item_bytes", "measured",
+                 "_busy", "_tasks", "_bytes", "_items", "_fit")
 
     def __init__(self, fixed: Optional[int] = None, cap: Optional[int] = None,
                  total: Optional[int] = None) -> None:
@@ -57,6 +58,7 @@ class ChunkPolicy:
         self.per_task: Optional[float] = None   # measured seconds per task (EWMA)
         self.item_bytes: Optional[float] = None   # encoded bytes per task (EWMA)
         self.last = 0
+        self.measured = 0                         # chunks measured
         self._busy = self._tasks = 0.0            # decaying sums behind per_task...
         self._bytes = self._items = 0.0           # ...and item_bytes
         self._fit = [0.0] * 5                     # decaying sums of 1, n, busy, n*n, n*busy
@@ -68,12 +70,18 @@ class ChunkPolicy:
         if n <= 0:
             return
         busy = max(busy, 0.0)
+        self.measured += 1
         self._busy = 0.7 * self._busy + busy
         self._tasks = 0.7 * self._tasks + n
         self.per_task = self._busy / self._tasks
         fit = self._fit
         for i, x in enumerate((1.0, n, busy, n * n, n * busy)):
             fit[i] = 0.7 * fit[i] + x
+
+    @property
+    def settled(self) -> bool:
+        """Measured enough chunks for the next measurements to change sizes little."""
+        return self.measured >= SETTLED_CHUNKS
 
     def cost(self) -> "tuple[float, float]":
         """(seconds a chunk costs whatever its size, seconds each task adds): a line

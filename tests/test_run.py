@@ -315,10 +315,11 @@ class _Manager:
         pass
 
 
-def test_the_caller_encodes_two_chunks_per_worker_ahead_at_most():
+def test_the_caller_encodes_two_chunks_per_worker_ahead_at_most_while_sizes_change():
     """Read-ahead would allow thousands of quick tasks, but chunks made long before
     they are sent are sized by what was known then (at the start a trivial task
-    looks 100 times slower than it is): two chunks a worker wait, no more."""
+    looks 100 times slower than it is): two chunks a worker wait, no more, until
+    enough chunks are measured."""
     from parallelbar_clone.feed import Feeder
     run = make_run(range(100_000), "map", 3)
     run.state = "active"
@@ -331,3 +332,9 @@ def test_the_caller_encodes_two_chunks_per_worker_ahead_at_most():
     run.ready.popleft()
     feeder.top_up()
     assert len(run.ready) == 6
+    for _ in range(7):                      # settled: read ahead as far as allowed, in
+        run.policy.observe(1000, 0.001)     # fewer turns (each turn costs the caller's CPU)
+    assert run.policy.settled
+    for _ in range(20):
+        feeder.top_up()
+    assert len(run.ready) > 6 and not run.may_read_ahead()
