@@ -44,7 +44,9 @@ def _ours_label(method: str) -> str:
     except Exception:
         default = None
     if method == default:
-        return f"ours, default (`{method}`" + (" via the zygote)" if method == "fork" else ")")
+        return f"ours, default (`{method}`" + (": the first workers forked by the caller, "
+                                                 "later ones by the zygote)" if method == "fork"
+                                                 else ")")
     return f"ours, context='{method}'"
 
 

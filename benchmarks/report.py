@@ -184,7 +184,7 @@ def machine_lines(settings: str, command: str) -> List[str]:
         f"{platform.system()} {platform.release()}",
         f"- Start methods: multiprocessing default `{multiprocessing.get_start_method()}`, "
         f"parallelbar_clone default `{ours}`"
-        + (" (workers forked by the pool's zygote)" if ours == "fork" else ""),
+        + (" (first workers forked by the caller, later ones by the pool's zygote)" if ours == "fork" else ""),
         f"- Versions: {vers}",
         f"- Settings: {settings}; run at "
         f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
