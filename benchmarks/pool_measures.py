@@ -44,9 +44,9 @@ def _ours_label(method: str) -> str:
     except Exception:
         default = None
     if method == default:
-        return f"ours, default (`{method}`" + (": the first workers forked by the caller, "
+        return f"ours, default (`{method}`" + (": first workers forked by the caller and "
                                                  "later ones by the zygote)" if method == "fork"
-                                                 else ")")
+                                                 else ")")   # (no comma: see respawn)
     return f"ours, context='{method}'"
 
 

@@ -202,6 +202,12 @@ class ZygoteChild:
         ready, _, _ = select.select([self.sentinel], [], [], timeout)
         if not ready:
             return
+        self._exitcode = self._read_exit()
+        if self._exitcode != _UNKNOWN_EXIT:
+            self.kill_group()  # what its tasks started goes with it
+
+    def _read_exit(self) -> int:
+        """Its exit code, once the sentinel is readable: what the zygote wrote."""
         data = b""
         try:
             while len(data) < _STATUS.size:
@@ -211,9 +217,7 @@ class ZygoteChild:
                 data += more
         except OSError:
             pass
-        self._exitcode = _STATUS.unpack(data)[0] if len(data) == _STATUS.size else _UNKNOWN_EXIT
-        if self._exitcode != _UNKNOWN_EXIT:
-            self.kill_group()  # what its tasks started goes with it
+        return _STATUS.unpack(data)[0] if len(data) == _STATUS.size else _UNKNOWN_EXIT
 
     @property
     def exitcode(self) -> Optional[int]:
@@ -270,18 +274,12 @@ class DirectChild(ZygoteChild):
     (:func:`fork_here`): its end shows on a pidfd (Linux 5.3+, Python 3.9+) or on a
     pipe only it holds open, and its exit code is the caller's to reap."""
 
-    def _poll(self, timeout: Optional[float]) -> None:
-        if self._exitcode is not None or self._closed:
-            return
-        ready, _, _ = select.select([self.sentinel], [], [], timeout)
-        if not ready:
-            return
+    def _read_exit(self) -> int:
         try:
             _, status = os.waitpid(self.pid, 0)
-            self._exitcode = exit_code(status)
+            return exit_code(status)
         except ChildProcessError:   # reaped by someone else (SIGCHLD ignored, say)
-            self._exitcode = _UNKNOWN_EXIT
-        self.kill_group()  # what its tasks started goes with it
+            return _UNKNOWN_EXIT
 
 
 def _pidfds() -> bool:
