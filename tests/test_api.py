@@ -196,17 +196,18 @@ def test_imap_is_lazy_with_an_endless_generator():
 
 def test_read_ahead_of_slow_tasks_is_seconds_of_work():
     """10 ms tasks on 2 workers: the input is read about READ_AHEAD_SECONDS of work per
-    worker ahead of the consumer (400 tasks), not up to the byte bound (~300k such tasks)."""
+    worker ahead of the consumer (400 tasks), not up to the byte bound (~300k such tasks),
+    once chunk sizes have settled (before, two chunks a worker at most)."""
     pulled = [0]
     endless = _counting(pulled)
     with ProgressPool(n_cpu=2, disable=True) as pool:
         it = pool.imap(tasks.sleep_a_hundredth, endless())
-        assert [next(it) for _ in range(20)] == list(range(20))
-        time.sleep(1.5)                     # the consumer pauses
+        assert [next(it) for _ in range(300)] == list(range(300))
+        time.sleep(0.3)                     # the consumer pauses
         seen = pulled[0]
         it.close()
     by_time = int(schedule.READ_AHEAD_SECONDS * 2 / 0.01)
-    assert 20 < seen <= by_time * 1.5, seen
+    assert 300 < seen <= 300 + by_time * 1.5, seen
 
 
 def test_imap_unordered_streams_before_input_ends():

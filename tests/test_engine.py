@@ -352,17 +352,24 @@ def test_a_slow_consumer_keeps_memory_flat_whatever_the_item_size(context, func)
     assert peak - before < 80e6, f"parent grew by {(peak - before) / 1e6:.0f} MB"
 
 
+def _same_big_items(pulled, n):
+    item = "x" * n          # (quick to pull and to pickle: the input is never the brake)
+    for i in itertools.count():
+        pulled.append(i)
+        yield item
+
+
 def test_results_waiting_for_a_slow_consumer_count_in_the_byte_bound():
     """1 MB items that come back as 1 MB results, a consumer slower than the workers:
     tasks sent and results waiting are some 16 MB in all, so about 17 items are read
-    ahead (without the results in the count, 133 and growing after 200 items)."""
+    ahead (without the results in the count, 65 and growing after 200 items)."""
     pulled = []
     with ProgressPool(n_cpu=2, disable=True) as pool:
-        results = pool.imap(tasks.identity, _big_items(pulled, 1_000_000))
+        results = pool.imap(tasks.identity, _same_big_items(pulled, 1_000_000))
         for k, r in enumerate(results):
-            time.sleep(0.01)
+            time.sleep(0.005)
             assert len(pulled) - k < 40, f"{len(pulled) - k} items of 1 MB read ahead"
-            if k == 200:
+            if k == 400:
                 break
         results.close()
 
