@@ -94,6 +94,7 @@ class Manager:
         self.wake_at: Optional[float] = None   # in how long a consumer is due a wake
         self.closed = threading.Event()
         self.hungry = False                  # a worker waits and nothing is encoded for it
+        self.turn = 0                        # where the next dispatch pass starts
         self.dispatched = threading.Event()  # set after each dispatch pass (see hand_over)
         if getattr(backend, "first_workers_here", lambda: False)():
             # Before this pool's threads start: the first workers are forked from this
@@ -314,13 +315,20 @@ class Manager:
     def _dispatch_all(self) -> None:
         if not self.runs:
             return
+        # Workers take turns: the one after the last served goes first. (Else, with chunks
+        # made one at a time, the first worker in the list, idle again, took each one and
+        # the others waited: a whole short run on one worker.)
+        turn = self.turn % len(self.workers) if self.workers else 0
+        order = self.workers[turn:] + self.workers[:turn]
         for depth in range(1, WINDOW + 1):
-            for w in list(self.workers):
+            for w in order:
                 if w.retiring or w.dead or len(w.inflight) >= depth:
                     continue
                 if w.inflight and not self._short(w):
                     continue
-                if not self._dispatch_one(w) and not any(r.ready for r in self.runs.values()):
+                if self._dispatch_one(w):
+                    self.turn = self.workers.index(w) + 1
+                elif not any(r.ready for r in self.runs.values()):
                     return
 
     @staticmethod

@@ -37,6 +37,7 @@ hold no lock (:data:`FORK_GATE`).
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import select
@@ -293,8 +294,24 @@ def _pidfds() -> bool:
 _PIDFDS: Optional[bool] = None
 
 
+def _os_fork() -> int:
+    """``os.fork()`` with the garbage collector paused across it, as ``subprocess``
+    does: a collection in the child while Python sets up its threading module again can
+    run a callback that waits forever for a lock that set-up holds (ipykernel's gc
+    callback calls ``threading.enumerate()``: a first worker hung so on Python 3.8 in a
+    Jupyter kernel)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return os.fork()
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _fork() -> int:
-    return os.fork()
+    """The fork of a first worker (a seam for the tests)."""
+    return _os_fork()
 
 
 def fork_here(index: int, task_fd: int, result_fd: int, target: Callable[..., None],
@@ -363,7 +380,7 @@ class Zygote:
             except Exception:                    # forwards a forked child's output)
                 pass
         with FORK_GATE.forking() as ours, _quiet_fork_warning(ours):
-            pid = os.fork()
+            pid = _os_fork()
             if pid == 0:  # the zygote
                 code = 1
                 try:
@@ -573,7 +590,7 @@ class _Server:
     def _fork(self, index: int, task_fd: int, result_fd: int, status_w: int) -> int:
         """Fork a worker on these fds (closed here either way); its pid."""
         try:
-            pid = os.fork()
+            pid = _os_fork()
         except OSError:
             for fd in (task_fd, result_fd, status_w):
                 os.close(fd)

@@ -46,6 +46,14 @@ def test_fork_warning_comes_only_from_the_callers_own_threads():
     assert f"theirs: {3 if sys.version_info >= (3, 12) else 0}" in out
 
 
+def test_a_collection_in_a_fresh_child_cannot_deadlock_it():
+    """A garbage collection in a freshly forked child, while Python sets up its
+    threading module again, may run a gc callback that waits for a lock that set-up holds
+    (ipykernel's calls threading.enumerate(): a first worker hung so on Python 3.8 in a
+    Jupyter kernel). Forks pause the collector, as subprocess does."""
+    assert run_script("gc_fork_script.py", timeout=60).strip() == "ok"
+
+
 @pytest.mark.timeout(200)
 def test_zygote_is_forked_while_our_threads_hold_no_lock():
     """Another pool's bar thread writes to a stderr whose lock it holds 20 ms at a
