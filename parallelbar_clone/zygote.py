@@ -294,6 +294,17 @@ def _pidfds() -> bool:
 _PIDFDS: Optional[bool] = None
 
 
+def _flush_output() -> None:
+    """Flush the caller's output before a fork: else each child, flushing its streams
+    on exit, prints the caller's unflushed text once more (seen in Jupyter: ipykernel
+    forwards a forked child's output)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
 def _os_fork() -> int:
     """``os.fork()`` with the garbage collector paused across it, as ``subprocess``
     does: a collection in the child while Python sets up its threading module again can
@@ -324,11 +335,7 @@ def fork_here(index: int, task_fd: int, result_fd: int, target: Callable[..., No
     if _PIDFDS is None:
         _PIDFDS = _pidfds()
     pipe = None if _PIDFDS else os.pipe()
-    for stream in (sys.stdout, sys.stderr):   # (as before the zygote's fork)
-        try:
-            stream.flush()
-        except Exception:
-            pass
+    _flush_output()
     # Ctrl-C stays blocked in the child until it ignores it (it may come between the
     # fork and then): only the caller sees it.
     masked = hasattr(signal, "pthread_sigmask")
@@ -374,11 +381,7 @@ class Zygote:
 
     def __init__(self, target: Callable[..., None], args: tuple) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for stream in (sys.stdout, sys.stderr):  # else each worker, flushing its streams on
-            try:                                 # exit, prints the caller's unflushed text
-                stream.flush()                   # once more (seen in Jupyter: ipykernel
-            except Exception:                    # forwards a forked child's output)
-                pass
+        _flush_output()
         with FORK_GATE.forking() as ours, _quiet_fork_warning(ours):
             pid = _os_fork()
             if pid == 0:  # the zygote
