@@ -212,38 +212,38 @@ class ProcessBackend:
         pool's threads start? (Forked there, or asked of the zygote.)"""
         return self.zygote is not None
 
-    def send(self, w: Worker, data: bytes) -> bool:
+    def send(self, w: Worker, header: tuple, tail: Any = b"") -> bool:
         try:
-            w.task_conn.send_bytes(data)  # type: ignore[attr-defined]
+            serialize.send_message(w.task_conn, header, tail)  # type: ignore[attr-defined]
             return True
         except (OSError, ValueError):
             return False  # it died; its sentinel will tell
 
     def send_function(self, w: Worker, run: Any) -> bool:
-        return self.send(w, serialize.dumps(("f", run.id, run.payload, run.timing, True)))
+        return self.send(w, ("f", run.id, run.payload, run.timing, True))
 
     def send_chunk(self, w: Worker, chunk: Any, run: Any) -> bool:
         if run.id not in w.runs:
             if not self.send_function(w, run):
                 return False
             w.runs.add(run.id)
-        return self.send(w, chunk.payload)
+        return self.send(w, ("c", run.id, chunk.start, len(chunk.items)), chunk.payload)
 
     def encode_chunk(self, chunk: Any, run: Any) -> None:
         """Serialize a chunk's tasks; raises if neither pickle nor dill can."""
         items = serialize.dumps(chunk.items, main=self.main, force_value=run.items_by_value)
         if run.journal is not None and items[:1] == b"P":  # the digest the journal checks
             chunk.digest = hashlib.blake2b(memoryview(items)[1:], digest_size=16).hexdigest()
-        chunk.payload = serialize.dumps(("c", run.id, chunk.start, len(chunk.items), items))
-        chunk.nbytes = len(chunk.payload)
+        chunk.payload = items   # (the tail of the chunk's message: see send_chunk)
+        chunk.nbytes = len(items)
 
     def forget(self, w: Worker, run_id: int) -> None:
         if run_id in w.runs:
             w.runs.discard(run_id)
-            self.send(w, serialize.dumps(("d", run_id)))
+            self.send(w, ("d", run_id))
 
     def stop(self, w: Worker) -> None:
-        self.send(w, serialize.dumps(("s",)))
+        self.send(w, ("s",))
         try:
             w.task_conn.close()  # type: ignore[attr-defined]
         except OSError:
@@ -367,7 +367,10 @@ class ProcessBackend:
         try:
             while block_first or self._more(conn):
                 block_first = False
-                out.append(serialize.pickle.loads(conn.recv_bytes()))
+                msg, tail = serialize.recv_message(conn)
+                if msg[0] == "r":   # its results travel as the message's tail
+                    msg = msg[:7] + (tail,) + msg[8:]
+                out.append(msg)
         except (EOFError, OSError):
             pass
         return out

@@ -160,7 +160,7 @@ class Feeder:
         size = size or run.next_size()
         chunks: List[Chunk] = []
         for offset in range(0, len(items), size):
-            part = items[offset:offset + size]
+            part = items if size >= len(items) else items[offset:offset + size]
             chunk = Chunk(run, start + offset, part)
             try:
                 self.backend.encode_chunk(chunk, run)

@@ -283,21 +283,21 @@ def _stubs_in(obj: Any, depth: int = 0) -> Optional[str]:
     return None
 
 
-def decode_values(blob: bytes, start: int, n: int, dilled: bool,
+def decode_values(blob: serialize.Bytes, start: int, n: int, dilled: bool,
                   failures: Dict[int, Failure]) -> List[Any]:
     """A worker's pickled list of results, in the consuming thread. A value that cannot
     be loaded here (its class cannot be imported, its ``__setstate__`` raises) fails
     its own slot: ``failures`` gets a :class:`Failure` for it."""
+    unpickler = None
     try:
-        unpickler = _TolerantUnpickler(io.BytesIO(blob))
-        values = unpickler.load()
-    except Exception as problem:
-        for i in range(n):
-            failures.setdefault(start + i, Failure.made_here(SerializationError(
-                f"the result of task {start + i} could not be loaded in the main process: "
-                f"{serialize.describe(problem)}: {safe_text(problem)}")))
-        return [None] * n
-    if unpickler.missing:
+        values = pickle.loads(blob)   # (from the buffer the message landed in: no copy)
+    except Exception:
+        try:
+            unpickler = _TolerantUnpickler(io.BytesIO(blob))
+            values = unpickler.load()
+        except Exception as problem:
+            return _all_failed(problem, start, n, failures)
+    if unpickler is not None and unpickler.missing:
         for i, value in enumerate(values):
             why = _stubs_in(value)
             if why:
@@ -316,6 +316,15 @@ def decode_values(blob: bytes, start: int, n: int, dilled: bool,
                         f"the result of task {start + i} could not be loaded by dill in the "
                         f"main process: {serialize.describe(problem)}: {safe_text(problem)}")))
     return values
+
+
+def _all_failed(problem: BaseException, start: int, n: int,
+                failures: Dict[int, Failure]) -> List[Any]:
+    for i in range(n):
+        failures.setdefault(start + i, Failure.made_here(SerializationError(
+            f"the result of task {start + i} could not be loaded in the main process: "
+            f"{serialize.describe(problem)}: {safe_text(problem)}")))
+    return [None] * n
 
 
 def materialize(failures: Optional[Dict[int, Failure]]) -> Dict[int, BaseException]:

@@ -29,6 +29,7 @@ from collections import deque
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
+from . import serialize
 from .options import Options
 from .outcomes import Failure
 from .schedule import ChunkPolicy, InputPacer, read_ahead_allows
@@ -78,7 +79,7 @@ class Piece:
                  "nbytes", "skip")
 
     def __init__(self, start: int, n: int, *, values: Optional[List[Any]] = None,
-                 blob: Optional[bytes] = None, dilled: bool = False,
+                 blob: Optional[serialize.Bytes] = None, dilled: bool = False,
                  failures: Optional[Dict[int, Failure]] = None,
                  items: Optional[Dict[int, Any]] = None, inner: Any = None) -> None:
         self.start = start

@@ -4,21 +4,22 @@ A process worker reads messages from its own task pipe and writes to its own
 result pipe; no lock is shared with other workers, so a worker that dies (even
 mid-write) cannot wedge the rest of the pool.
 
-Parent -> worker (``task_conn``), each message ``serialize.dumps``-ed::
+Each message is a header of plain data (ints, floats, strings, bytes), pickled,
+so that the manager thread, which unpickles it, never runs code of the caller's
+(see :mod:`.outcomes`), and maybe a tail of bytes that travels as it is
+(:func:`serialize.send_message`). Parent -> worker (``task_conn``)::
 
     ('f', run_id, func_payload, timing, durations)  a run's function (once per worker)
-    ('c', run_id, start, n, items_bytes) tasks start .. start+n-1
+    ('c', run_id, start, n) + tail: items_bytes      tasks start .. start+n-1
     ('d', run_id)                        forget a finished run's function
     ('s',)                               stop
 
-Worker -> parent (``result_conn``), each message a plain pickle of plain data
-(ints, floats, strings, bytes), so that the manager thread, which unpickles it,
-never runs code of the caller's (see :mod:`.outcomes`)::
+Worker -> parent (``result_conn``)::
 
     ('ready', pid)                       the initializer ran; tasks may start
     ('init_error', packed)               the initializer raised; the worker exits
-    ('r', run_id, start, n, errors, busy, inner, values_bytes, dilled, durations, counted)
-                                         results of tasks start .. start+n-1: errors maps
+    ('r', run_id, start, n, errors, busy, inner, None, dilled, durations, counted)
+        + tail: values_bytes             results of tasks start .. start+n-1: errors maps
                                          positions to packed exceptions; inner: pickled
                                          arguments of add_progress calls that failed;
                                          durations: seconds per task, when the run asked;
@@ -471,10 +472,10 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
     base = index * SLOT_WIDTH
     _local.slot = (view, base)
     _local.inner_failures = []
-    send = result_conn.send_bytes
+    send = serialize.send_message
 
-    def message(*fields: Any) -> None:
-        send(pickle.dumps(fields, serialize.PROTOCOL))
+    def message(*fields: Any, tail: Any = b"") -> None:
+        send(result_conn, fields, tail)
 
     try:
         if setup.main is not None:
@@ -502,11 +503,12 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
         data, dilled, errors = _encode_values(values, start, errors)
         busy += monotonic() - encoding
         message("r", run_id, start, len(values), errors, busy, _inner_blob(),
-                data, dilled, durs, counted.since_last())
+                None, dilled, durs, counted.since_last(), tail=data)
 
     funcs: Dict[int, Tuple[Callable[[Any], Any], bool, bool]] = {}
     waiting: Dict[int, List[Any]] = {}   # run id -> its chunks, while its function is re-sent
     loads = serialize.loads
+    recv = serialize.recv_message
 
     def run(msg: Any) -> None:
         _, run_id, start, n, items_bytes = msg
@@ -529,12 +531,12 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
 
     while True:
         try:
-            msg = loads(task_conn.recv_bytes())
+            msg, tail = recv(task_conn)
         except (EOFError, OSError):
             return
         kind = msg[0]
         if kind == "c":
-            run(msg)
+            run(msg + (tail,))
         elif kind == "f":
             _, run_id, payload, timing, durations = msg
             try:

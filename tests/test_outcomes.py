@@ -355,3 +355,64 @@ def test_materialize():
     assert materialize(None) == {} and materialize({}) == {}
     exc = ValueError("x")
     assert materialize({3: Failure.made_here(exc)}) == {3: exc}
+
+
+# --------------------------------------------------------------------------- messages
+
+def test_a_message_keeps_its_header_and_its_tail_whatever_their_size():
+    import multiprocessing
+    import threading
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    big = bytes(range(256)) * (6 * 4096)   # 6 MB: more than any pipe holds, read in parts
+    sent = [(("c", 1, 2, 3), big), (("s",), b""), (("r", "é" * 10, None), b"x"),
+            (("f", list(range(50_000))), memoryview(big)[5:5 + 70_000])]
+
+    def write():
+        for header, tail in sent:
+            serialize.send_message(writer, header, tail)
+        writer.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        for header, tail in sent:
+            got_header, got_tail = serialize.recv_message(reader)
+            assert got_header == header
+            assert type(got_tail) is memoryview and got_tail == tail
+        with pytest.raises(EOFError):
+            serialize.recv_message(reader)
+    finally:
+        thread.join()
+        reader.close()
+
+
+def test_a_message_is_one_frame_of_multiprocessings_format():
+    import multiprocessing
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    serialize.send_message(writer, ("r", 7), b"tail")
+    raw = reader.recv_bytes()   # a Connection reads it whole, as one message
+    head_len = int.from_bytes(raw[:4], "little")
+    assert pickle.loads(raw[4:4 + head_len]) == ("r", 7) and raw[4 + head_len:] == b"tail"
+    writer.close()
+    reader.close()
+
+
+def test_a_message_cut_short_is_an_eof():
+    import multiprocessing
+    import struct
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    import os
+    os.write(writer.fileno(), struct.pack("!i", 1000) + b"\0" * 10)   # the sender died
+    writer.close()
+    with pytest.raises(EOFError):
+        serialize.recv_message(reader)
+    reader.close()
+
+
+def test_results_decode_from_a_view_of_the_message():
+    data = bytearray(b"head" + pickle.dumps([1, "two", 3.0]))
+    assert decode_values(memoryview(data)[4:], 0, 3, False, {}) == [1, "two", 3.0]
+    failures = {}
+    assert decode_values(memoryview(bytearray(gone([5, Holder(1)]))), 7, 2, False,
+                         failures) == [5, None]
+    assert list(failures) == [8]
