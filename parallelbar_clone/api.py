@@ -89,7 +89,7 @@ def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict
                       "for rows use df.pbar.apply(func, axis=1) after "
                       "`import parallelbar_clone.pandas`", UserWarning, stacklevel=3)
     # The zygote of a 'fork' pool inherits func: no pickling, even of what cannot pickle.
-    pool = ProgressPool(**pool_args, _preload=(func,))
+    pool = ProgressPool(**pool_args, _preload=(func,), _one_call=True)
     ok = False
     try:
         if mode == "map":

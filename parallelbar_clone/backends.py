@@ -17,7 +17,7 @@ import sys
 import threading
 from collections import deque
 from multiprocessing import connection as mp_connection
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 try:
     import fcntl
@@ -30,7 +30,7 @@ from .options import Options
 from .serialize import MainRefs
 from .worker import (DONE, ERR, POS, RUN, SLOT_WIDTH, SPAN, START, Abandoned, ThreadSlot,
                      WorkerSetup, main_info, process_main, thread_main, zygote_main)
-from .zygote import Zygote, ZygoteChild, fork_here
+from .zygote import FORK_GATE, Zygote, ZygoteChild, fork_here
 
 
 def _func_name(func: Any) -> str:
@@ -76,7 +76,8 @@ class ProcessBackend:
     and each imports the caller's main script, as ``multiprocessing.Pool`` does.
     """
 
-    def __init__(self, opts: Options, preload: Tuple[Any, ...] = ()) -> None:
+    def __init__(self, opts: Options, preload: Tuple[Any, ...] = (),
+                 one_call: bool = False) -> None:
         import multiprocessing
         self.method = opts.start_method
         self.ctx = multiprocessing.get_context("spawn" if self.method == "fork"
@@ -98,7 +99,6 @@ class ProcessBackend:
             setup = WorkerSetup(init=(opts.initializer, opts.initargs)
                                 if opts.initializer is not None else None,
                                 preloaded=self._preloaded, watch_parent=False)
-            self.zygote = Zygote(zygote_main, (self.slots, setup))
             self._fork_args = (self.slots, setup)
             # The first workers are forked right here too, from the same thread at the same
             # moment (see start): only from the main thread, whose end is the process's
@@ -106,6 +106,13 @@ class ProcessBackend:
             self._here = threading.get_ident() \
                 if threading.current_thread() is threading.main_thread() else None
             self._own_fds: List[int] = []   # what a worker forked here must not hold
+            if not (one_call and self._here is not None):
+                self.zygote = Zygote(zygote_main, self._fork_args)
+            # else: the pool of one call (progress_map and its kin), whose caller's thread
+            # stays in this library until the call ends. Most calls never replace a
+            # worker: the zygote is forked when the first replacement is wanted, by that
+            # thread (make_zygote), at a point where it holds no lock: its fork and its
+            # exit cost a 2-core one-call map of 200 000 tasks 5 ms (8 %).
         else:
             if self.method == "forkserver":
                 try:
@@ -134,6 +141,8 @@ class ProcessBackend:
         if self._poller is not None:
             self._poller.register(self._wake_fd, _POLL_IN)
         self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.zygote_wanted = False   # set by the manager thread, served by make_zygote
+        self._closed = False
 
     def function_payload(self, func: Any, force_value: bool = False) -> Any:
         """What a worker needs to get ``func``: the key of a function the zygote
@@ -151,6 +160,10 @@ class ProcessBackend:
                              "pip install 'parallelbar_clone[memory]'")
 
     def start(self, w: Worker) -> None:
+        here = self.method == "fork" and threading.get_ident() == self._here
+        if self.method == "fork" and self.zygote is None and not here:
+            self.zygote_wanted = True
+            raise ZygoteWanted()
         task_r, task_w = self.ctx.Pipe(duplex=False)
         result_r, result_w = self.ctx.Pipe(duplex=False)
         w.pipe_bytes = _grow_pipe(task_w)
@@ -163,7 +176,7 @@ class ProcessBackend:
         self.view[base + ERR] = 0.0
         self.view[base + SPAN] = 1.0
         try:
-            if self.zygote is not None and threading.get_ident() == self._here:
+            if here:
                 # (only the first workers: later ones are started by the manager thread)
                 proc: Any = fork_here(w.index, task_r.fileno(), result_w.fileno(), zygote_main,
                                       self._fork_args, self._pool_fds(task_w, result_r))
@@ -210,7 +223,29 @@ class ProcessBackend:
     def first_workers_here(self) -> bool:
         """Should the first workers be started from the creating thread, before the
         pool's threads start? (Forked there, or asked of the zygote.)"""
-        return self.zygote is not None
+        return self.method == "fork"
+
+    def make_zygote(self, workers: Callable[[], List[Worker]]) -> None:
+        """Fork the zygote that a one-call pool put off, now that a worker must be
+        replaced. Called by the consuming thread between two steps of its own (holding
+        no lock), with this pool's threads parked (FORK_GATE). ``workers()``: the pool's
+        workers, alive or dying, whose fds the zygote must not keep."""
+        with FORK_GATE.forking():
+            if self.zygote is not None or self._closed:
+                self.zygote_wanted = False
+                return
+            fds = [self._wake_r.fileno(), self._wake_w.fileno()]
+            for w in workers():
+                for conn in (w.task_conn, w.result_conn):  # type: ignore[attr-defined]
+                    if not conn.closed:
+                        fds.append(conn.fileno())
+                proc = w.proc  # type: ignore[attr-defined]
+                if isinstance(proc, ZygoteChild) and not proc._closed:
+                    fds.append(proc.sentinel)
+            try:
+                self.zygote = Zygote(zygote_main, self._fork_args, close_fds=fds)
+            finally:
+                self.zygote_wanted = False
 
     def send(self, w: Worker, header: tuple, tail: Any = b"") -> bool:
         try:
@@ -393,6 +428,7 @@ class ProcessBackend:
                 pass
 
     def close(self) -> None:
+        self._closed = True   # (under FORK_GATE.working(): make_zygote sees it)
         if self.zygote is not None:
             self.zygote.close()
         for conn in (self._wake_r, self._wake_w):
@@ -400,6 +436,10 @@ class ProcessBackend:
                 conn.close()
             except OSError:
                 pass
+
+
+class ZygoteWanted(Exception):
+    """A replacement worker waits for the zygote a one-call pool has not forked yet."""
 
 
 _starting = threading.local()

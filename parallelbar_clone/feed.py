@@ -18,7 +18,7 @@ from time import monotonic
 from typing import Any, List, Optional, Tuple
 
 from . import serialize
-from .errors import SerializationError
+from .errors import ParallelBarError, SerializationError
 from .journal import CheckpointMismatchError, has_sets, task_digest
 from .outcomes import Failure
 from .run import Chunk, Run
@@ -40,6 +40,8 @@ class Feeder:
     def top_up(self) -> None:
         """Encode what must be sent again, then read input while read-ahead allows."""
         run = self.run
+        if getattr(self.backend, "zygote_wanted", False):
+            self._make_zygote()
         added = False
         started = monotonic()
         while run.state in ("new", "active"):
@@ -59,6 +61,16 @@ class Feeder:
                 break
             else:
                 added = self._pull()
+
+    def _make_zygote(self) -> None:
+        """A worker of a one-call pool must be replaced: fork the zygote that does it
+        (see ProcessBackend.make_zygote), from this thread, here, between two steps."""
+        try:
+            manager = self.manager
+            self.backend.make_zygote(lambda: manager.workers + manager.dying)
+        except Exception as exc:
+            raise ParallelBarError(f"could not start a worker: {exc}") from exc
+        self.manager.wake()
 
     # -- input ----------------------------------------------------------------------
     def _pull(self) -> bool:

@@ -25,7 +25,7 @@ from time import monotonic
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from . import serialize
-from .backends import ProcessBackend, Worker, _func_name
+from .backends import ProcessBackend, Worker, ZygoteWanted, _func_name
 from .bar import UPDATE_INTERVAL, BarThread
 from .errors import (InitializerError, MemoryLimitError, ParallelBarError, RunTimeoutError,
                      SerializationError, TaskTimeoutError, WorkerDiedError, describe_death)
@@ -244,6 +244,11 @@ class Manager:
             w.tasks_left = self.options.maxtasksperchild
             try:
                 self.backend.start(w)
+            except ZygoteWanted:   # the consumer forks it at its next step: then again
+                self.free_slots.insert(0, w.index)
+                for run in self.runs.values():
+                    run.out.wake()
+                return
             except Exception as exc:
                 self.free_slots.insert(0, w.index)
                 self._break(ParallelBarError(f"could not start a worker: {exc}"), exc)

@@ -58,12 +58,13 @@ class ProgressPool:
 
     def __init__(self, n_cpu: Optional[int] = None, **options: Any) -> None:
         preload = options.pop("_preload", ())
+        one_call = options.pop("_one_call", False)   # made by progress_map and its kin
         self._options = Options(n_cpu=n_cpu, **options)
         if importing_main():
             # A worker is importing a script that starts a pool outside an
             # `if __name__ == '__main__':` guard: stop the import here (see import_main).
             raise MainReentry()
-        self._backend: Any = _make_backend(self._options, preload)
+        self._backend: Any = _make_backend(self._options, preload, one_call)
         self._bars: Optional[BarThread] = None
         self._bars_lock = threading.Lock()
         self._closing: Optional[str] = None
@@ -219,9 +220,9 @@ class ProgressPool:
         _LIVE_POOLS.discard(self)
 
 
-def _make_backend(options: Options, preload: Any) -> Any:
+def _make_backend(options: Options, preload: Any, one_call: bool) -> Any:
     if options.executor == "processes":
-        return ProcessBackend(options, preload)
+        return ProcessBackend(options, preload, one_call)
     if options.executor == "threads":
         return ThreadBackend(options)
     from .dask_backend import DaskBackend   # 'dask', a scheduler address or a Client

@@ -21,7 +21,12 @@ replacement after a timeout, a crash, a memory trip or ``maxtasksperchild``)::
 
 The first workers come from the caller's main thread only (a worker dies with the
 thread that forked it, ``PR_SET_PDEATHSIG``); a pool started from another thread
-has the zygote fork them. Forked here they cost no request to the zygote (whose
+has the zygote fork them. The pool of a one-call function (``progress_map`` and
+its kin), whose caller's thread stays in the library until the call returns, puts
+the zygote off until a worker must be replaced (most calls replace none): that
+thread forks it then, between two of its own steps, with the pool's threads parked
+(:data:`FORK_GATE`), and the zygote closes the caller's ends of the first workers'
+pipes (``ProcessBackend.make_zygote``). Forked here they cost no request to the zygote (whose
 answer the manager thread waited for, for the GIL, while the caller encoded tasks)
 and no fork of a fork: the call's start-up is as short as ``Pool``'s.
 
@@ -377,17 +382,29 @@ class Zygote:
     """Forks the zygote now, from the calling thread; :meth:`start` asks it for a worker.
 
     ``target(index, task_fd, result_fd, *args)`` is what a worker runs; it and
-    ``args`` are inherited through the fork, never pickled."""
+    ``args`` are inherited through the fork, never pickled. ``close_fds``: fds of
+    the caller's that the zygote must not keep."""
 
-    def __init__(self, target: Callable[..., None], args: tuple) -> None:
+    def __init__(self, target: Callable[..., None], args: tuple, close_fds: Any = ()) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         _flush_output()
         with FORK_GATE.forking() as ours, _quiet_fork_warning(ours):
-            pid = _os_fork()
+            try:
+                pid = _os_fork()
+            except OSError as exc:
+                parent_sock.close()
+                child_sock.close()
+                raise ZygoteError(f"the caller's process could not fork the zygote: "
+                                  f"{os.strerror(exc.errno or 0)}") from exc
             if pid == 0:  # the zygote
                 code = 1
                 try:
                     parent_sock.close()
+                    for fd in close_fds:   # (a zygote made after the first workers: theirs)
+                        try:
+                            os.close(fd)
+                        except OSError:
+                            pass
                     _Server(child_sock, target, args).serve()
                     code = 0
                 except BaseException:

@@ -382,8 +382,8 @@ def test_a_message_keeps_its_header_and_its_tail_whatever_their_size():
         with pytest.raises(EOFError):
             serialize.recv_message(reader)
     finally:
+        reader.close()   # (first: a writer blocked on a full pipe gets EPIPE and ends)
         thread.join()
-        reader.close()
 
 
 def test_a_message_is_one_frame_of_multiprocessings_format():

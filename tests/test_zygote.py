@@ -39,11 +39,12 @@ def test_fork_warning_comes_only_from_the_callers_own_threads():
     """Python 3.12+ warns when a multi-threaded process forks. Sequential calls, a pool
     started while another pool's threads run, and respawns must not trip it; with a
     thread of the caller's own alive it is the caller's warning and does show, once per
-    fork made then (the zygote and the two first workers), as ``Pool`` with fork shows
-    it once per worker (on Python < 3.12 there is no such warning at all)."""
+    fork made then (the two first workers: a one-call pool that replaces none forks no
+    zygote), as ``Pool`` with fork shows it once per worker (on Python < 3.12 there is no
+    such warning at all)."""
     out = run_script("fork_warning_script.py", flags=("-W", "error::DeprecationWarning"))
     assert "ours: 0 []" in out
-    assert f"theirs: {3 if sys.version_info >= (3, 12) else 0}" in out
+    assert f"theirs: {2 if sys.version_info >= (3, 12) else 0}" in out
 
 
 def test_a_collection_in_a_fresh_child_cannot_deadlock_it():
@@ -287,18 +288,28 @@ def test_a_fork_that_fails_is_a_clear_error(monkeypatch, when):
             pool.map(tasks.times_ten, range(20))
 
 
-def _family(x):
+def _links(pid="self"):
     links = set()
-    for fd in os.listdir("/proc/self/fd"):
+    for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            links.add(os.readlink(f"/proc/self/fd/{fd}"))
+            links.add(_link(fd, pid))
         except OSError:
             pass
-    return os.getpid(), os.getppid(), sorted(links)
+    return links
 
 
-def _link(fd):
-    return os.readlink(f"/proc/self/fd/{fd}")
+def _family(x):
+    return os.getpid(), os.getppid(), sorted(_links())
+
+
+def _link(fd, pid="self"):
+    """What fd is: a pipe's or socket's inode, a file's path, or the process a pidfd
+    watches (all pidfds have the same link)."""
+    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+    if link == "anon_inode:[pidfd]":
+        with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+            link += " " + [line for line in info if line.startswith("Pid:")][0].split()[1]
+    return link
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
@@ -380,3 +391,70 @@ def test_what_the_caller_printed_before_the_pool_prints_once():
             "print()\n") % REPO
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert done.stdout.decode().count("printed once") == 1, done.stdout
+
+
+def _counting_zygotes(monkeypatch):
+    from parallelbar_clone import backends
+    made = []
+
+    class Counted(backends.Zygote):
+        def __init__(self, *args, **kwargs):
+            made.append(threading_ident())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(backends, "Zygote", Counted)
+    return made
+
+
+def threading_ident():
+    import threading
+    return threading.get_ident()
+
+
+@pytest.mark.parametrize("case", ["none-replaced", "maxtasksperchild", "crash", "timeout"])
+def test_a_one_call_map_forks_its_zygote_only_when_a_worker_is_replaced(monkeypatch, case):
+    """progress_map's pool lives for one call, whose caller's thread stays in the
+    library: its zygote is forked by that thread when the first replacement is wanted
+    (most calls want none: a fork and an exit saved). A pool made with ProgressPool
+    forks it at once (test above)."""
+    made = _counting_zygotes(monkeypatch)
+    kwargs = dict(n_cpu=2, chunk_size=1, disable=True, error_behavior="coerce")
+    if case == "maxtasksperchild":
+        got = progress_map(tasks.times_ten, range(30), maxtasksperchild=2, **kwargs)
+    elif case == "crash":
+        got = progress_map(tasks.exits, range(30), **kwargs)
+    elif case == "timeout":
+        got = progress_map(tasks.c_hang, range(30), process_timeout=0.3, **kwargs)
+    else:
+        got = progress_map(tasks.times_ten, range(30), **kwargs)
+    expected = [x * 10 for x in range(30)]
+    fault = {"crash": WorkerDiedError, "timeout": TaskTimeoutError}.get(case)
+    if fault is not None:
+        assert isinstance(got[tasks.FAULT_AT], fault)
+        got[tasks.FAULT_AT] = expected[tasks.FAULT_AT]
+    assert got == expected
+    assert made == ([] if case == "none-replaced" else [threading_ident()])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_zygote_forked_after_the_first_workers_leaves_their_pipes_behind():
+    """The zygote a one-call pool forks late holds none of the caller's ends of the
+    first workers' pipes, nor the pool's own fds, and neither do the workers it forks:
+    their parent is the zygote, whose parent is the caller."""
+    with ProgressPool(n_cpu=2, maxtasksperchild=3, disable=True, _one_call=True) as pool:
+        backend = pool._backend
+        assert backend.zygote is None
+        callers = {_link(fd) for fd in backend._own_fds}
+        callers |= {_link(backend._wake_r.fileno()), _link(backend._wake_w.fileno())}
+        seen = pool.map(_family, range(12), chunk_size=1)
+        zygote = backend.zygote.pid
+        zygote_links = _links(zygote)
+    assert len(callers) >= 6   # (two task pipes, two result pipes, two pidfds or pipes...)
+    assert not callers & zygote_links, callers & zygote_links
+    first = {seen[0][0], seen[1][0]}
+    later = {pid for pid, _, _ in seen} - first
+    assert len(later) >= 2
+    for pid, ppid, links in seen:
+        assert ppid == (os.getpid() if pid in first else zygote)
+        if pid in later:
+            assert not callers & set(links), (pid, callers & set(links))

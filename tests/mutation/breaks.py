@@ -238,10 +238,31 @@ BREAKS = [
            "while_sizes_change"]),
     Break("first-workers-by-the-zygote", "the first workers are forked by the caller",
           "parallelbar_clone/backends.py",
-          "if self.zygote is not None and threading.get_ident() == self._here:",
-          "if False:",
+          'here = self.method == "fork" and threading.get_ident() == self._here',
+          "here = False",
           ["tests/test_zygote.py::test_first_workers_are_forked_by_the_caller_and_"
            "replacements_by_the_zygote[main]"]),
+    Break("one-call-pool-forks-its-zygote-at-once", "a one-call pool forks its zygote only "
+          "when a worker must be replaced",
+          "parallelbar_clone/backends.py",
+          "if not (one_call and self._here is not None):",
+          "if True:",
+          ["tests/test_zygote.py::test_a_one_call_map_forks_its_zygote_only_when_a_worker_is_"
+           "replaced[none-replaced]"]),
+    Break("late-zygote-keeps-the-first-workers-pipes", "a zygote forked after the first "
+          "workers holds none of their pipes",
+          "parallelbar_clone/zygote.py",
+          "for fd in close_fds:   # (a zygote made after the first workers: theirs)",
+          "for fd in ():",
+          ["tests/test_zygote.py::test_a_zygote_forked_after_the_first_workers_leaves_their_"
+           "pipes_behind"]),
+    Break("message-tail-read-in-parts-loses-its-start", "a message bigger than the pipe "
+          "arrives whole",
+          "parallelbar_clone/serialize.py",
+          "            whole[:len(data)] = data\n",
+          "            pass\n",
+          ["tests/test_outcomes.py::test_a_message_keeps_its_header_and_its_tail_whatever_"
+           "their_size"]),
     Break("first-worker-holds-the-zygote-socket", "a worker holds none of the pool's fds",
           "parallelbar_clone/backends.py",
           "            fds.append(self.zygote.fileno())\n",
