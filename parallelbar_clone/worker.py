@@ -64,7 +64,7 @@ from .errors import SerializationError
 
 RUN, POS, START, DONE, ERR, SPAN = range(6)
 SLOT_WIDTH = 6
-MAX_STRIDE = 256
+MAX_STRIDE = 2048
 FLUSH_INTERVAL = 0.25
 
 # The slot of the worker running in this thread, for the add_progress decorator:

@@ -339,6 +339,7 @@ def fork_here(index: int, task_fd: int, result_fd: int, target: Callable[..., No
     global _PIDFDS
     if _PIDFDS is None:
         _PIDFDS = _pidfds()
+    _load_prctl()
     pipe = None if _PIDFDS else os.pipe()
     _flush_output()
     # Ctrl-C stays blocked in the child until it ignores it (it may come between the
@@ -387,6 +388,7 @@ class Zygote:
 
     def __init__(self, target: Callable[..., None], args: tuple, close_fds: Any = ()) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        _load_prctl()   # (inherited by the zygote and the workers it forks)
         _flush_output()
         with FORK_GATE.forking() as ours, _quiet_fork_warning(ours):
             try:
@@ -536,13 +538,27 @@ def exit_code(status: int) -> int:
 _PR_SET_PDEATHSIG = 1
 
 
+_prctl: Any = None
+
+
+def _load_prctl() -> None:
+    """Look prctl up before forking: in each fresh worker, loading libc through ctypes
+    (a class built per CDLL) cost a third of a millisecond."""
+    global _prctl
+    if _prctl is None and sys.platform.startswith("linux"):
+        try:
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except Exception:
+            _prctl = False
+
+
 def _die_with_parent() -> None:
     """Linux: SIGKILL this process when the process that forked it exits."""
-    if not sys.platform.startswith("linux"):
+    _load_prctl()
+    if not _prctl:
         return
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:
         pass
 

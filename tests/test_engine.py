@@ -232,7 +232,7 @@ def test_a_task_is_sent_as_soon_as_it_is_encoded(context):
 
 @pytest.mark.parametrize("context", METHODS)
 def test_failures_inside_a_batch_of_quick_tasks_stay_in_their_slots(context):
-    """A worker runs quick tasks as map() over batches of 1, 2, 4 ... 256 of a chunk:
+    """A worker runs quick tasks as map() over batches of 1, 2, 4 ... of a chunk:
     a task that raises (or calls sys.exit) fails its own slot, and the tasks before
     and after it in the batch keep their results, in place: failures at a batch's
     first and last task, in runs, and at the chunk's ends."""
