@@ -152,7 +152,7 @@ PARAMETERS: Dict[str, Tuple[str, str]] = {
               "mask, not the machine's count)."),
     "chunk_size": ("int, optional",
                    "Tasks sent to a worker at once. Default None: chunks are sized from "
-                   "measured task durations (about 0.1 s of work each, 1 MB of tasks at most, "
+                   "measured task durations (about 0.2 s of work each, 64 KB of tasks at most, "
                    "smaller at the start and near the end)."),
     "context": ("str, optional",
                 "Start method of worker processes: ``'fork'``, ``'spawn'`` or "

@@ -11,8 +11,10 @@ on its own (and mutation-tested, ``make mutate``).
   input of known length a chunk is at most 1/``SHARES`` of a worker's share (as
   ``multiprocessing.Pool`` sizes its chunks), and near the end chunks shrink (to
   ``TAIL_SECONDS`` of work) so that the tail is shared by all workers. Chunks of
-  about 0.1 s keep the caller's process quiet: on a machine whose cores all run
-  workers, every message a worker sends costs it its core for a moment. A chunk
+  about 0.2 s keep the caller's process quiet: on a machine whose cores all run
+  workers, every message a worker sends costs it its core for a moment (each wakes
+  the caller's threads, whose first steps then run with cold caches: a few hundred
+  microseconds of a core per message on a 2-core machine). A chunk
   holds at most ``CHUNK_BYTES`` of tasks: bigger messages cost a fresh process a
   page fault per 4 KB each time (they are allocated outside the heap), which on
   2 cores made a 200 000-task map 20 % slower.
@@ -30,10 +32,10 @@ from typing import Optional
 __all__ = ["ChunkPolicy", "InputPacer", "read_ahead_allows", "TARGET_CHUNK_SECONDS",
            "MAX_CHUNK", "SHARES", "READ_AHEAD_BYTES", "READ_AHEAD_SECONDS", "READ_AHEAD_TASKS"]
 
-TARGET_CHUNK_SECONDS = 0.1      # adaptive chunks aim at this much work each...
+TARGET_CHUNK_SECONDS = 0.2      # adaptive chunks aim at this much work each...
 CHUNK_BYTES = 64 << 10          # ...and hold at most about this many bytes of tasks
 SHARES = 4                      # known length: a worker's share in at least this many chunks
-TAIL_SECONDS = 0.002            # near the end they shrink, down to this much work
+TAIL_SECONDS = 0.01             # near the end they shrink, down to this much work
 MAX_CHUNK = 100_000
 GROWTH = 8                      # a chunk is at most this many times the last one
 SETTLED_CHUNKS = 8              # until this many chunks are measured, few are made ahead

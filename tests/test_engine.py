@@ -254,7 +254,7 @@ def test_failures_inside_a_batch_of_quick_tasks_stay_in_their_slots(context):
 def test_chunks_are_sized_by_the_time_a_task_costs_its_worker(slow):
     """Loading a task and pickling its result are the worker's time too: a task that
     runs in microseconds but takes 4 ms to move in or out must get chunks of about
-    TARGET_CHUNK_SECONDS / 4 ms = 25 tasks. Timing only the call measured microseconds,
+    TARGET_CHUNK_SECONDS / 4 ms = 50 tasks. Timing only the call measured microseconds,
     and a chunk grew to 223 of the 300 tasks. (The input is a generator: with a known
     length chunks are capped at 300 / 8 = 38, which would hide that.)"""
     if slow == "task":
@@ -264,7 +264,7 @@ def test_chunks_are_sized_by_the_time_a_task_costs_its_worker(slow):
     with ProgressPool(n_cpu=2, disable=True) as pool:
         assert pool.map(func, (x for x in items)) == list(range(300))
         sizes = [c.n_tasks for c in pool.last_summary.chunks]
-    assert max(sizes) <= 40, sizes
+    assert max(sizes) <= 70, sizes
 
 
 def _hangs_on_minus_one(x):

@@ -274,7 +274,7 @@ def test_next_size_knows_what_remains():
     unknown.policy.observe(1000, 0.01)
     unknown.policy.took(100_000)
     unknown.taken = 96
-    assert unknown.next_size() == 10_000
+    assert unknown.next_size() == 20_000                 # 0.2 s / 10 us
 
 
 def test_a_run_is_complete_when_every_position_has_its_outcome():

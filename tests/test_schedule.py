@@ -26,28 +26,28 @@ def test_fixed_chunk_size_is_kept_but_capped():
     assert ChunkPolicy(fixed=10 ** 9).size(None, 2) == schedule.MAX_CHUNK
 
 
-def test_adaptive_chunks_aim_at_100_ms_growing_at_most_8_fold():
+def test_adaptive_chunks_aim_at_200_ms_growing_at_most_8_fold():
     policy = ChunkPolicy()
     policy.observe(10, 0.01)              # 1 ms per task
     policy.took(1)
-    assert policy.size(None, 2) == 8      # 100 tasks wanted, 8x the last chunk of 1
+    assert policy.size(None, 2) == 8      # 200 tasks wanted, 8x the last chunk of 1
     policy.took(8)
     assert policy.size(None, 2) == 64
     policy.took(64)
-    assert policy.size(None, 2) == 100    # 100 ms / 1 ms
-    policy.took(100)
-    assert policy.size(None, 2) == 100
+    assert policy.size(None, 2) == 200    # 200 ms / 1 ms
+    policy.took(200)
+    assert policy.size(None, 2) == 200
 
 
-def test_the_tail_is_shared_by_all_workers_in_steps_of_2_ms():
+def test_the_tail_is_shared_by_all_workers_in_steps_of_10_ms():
     policy = ChunkPolicy()
-    policy.observe(1000, 0.1)             # 100 us per task: 1000 wanted
+    policy.observe(1000, 0.1)             # 100 us per task: 2000 wanted
     policy.took(100_000)
-    assert policy.size(remaining=8000, workers=2) == 1000
+    assert policy.size(remaining=16000, workers=2) == 2000
     assert policy.size(remaining=1000, workers=2) == 250      # 1000 // (2 * 2)
-    assert policy.size(remaining=60, workers=2) == 20         # no less than 2 ms of work
-    assert policy.size(remaining=10, workers=2) == 10         # (or what is left)
-    assert policy.size(remaining=None, workers=2) == 1000
+    assert policy.size(remaining=300, workers=2) == 100       # no less than 10 ms of work
+    assert policy.size(remaining=60, workers=2) == 60         # (or what is left)
+    assert policy.size(remaining=None, workers=2) == 2000
     slow = ChunkPolicy()
     slow.observe(1, 1.0)
     assert slow.size(remaining=3, workers=4) == 1
@@ -69,7 +69,7 @@ def test_a_known_length_is_cut_in_4_chunks_per_worker_at_least():
     25 000 at most, however little each task costs (one chunk of 100 000 would leave
     the other worker idle at the end, and the parent encoding it meanwhile)."""
     policy = ChunkPolicy(total=200_000)
-    policy.observe(100_000, 0.03)         # 0.3 us a task: 100 ms would be 333 333 tasks
+    policy.observe(100_000, 0.03)         # 0.3 us a task: 200 ms would be 666 666 tasks
     policy.took(100_000)
     assert policy.size(remaining=200_000, workers=2) == 25_000
     assert policy.size(remaining=200_000, workers=4) == 12_500
@@ -112,7 +112,7 @@ def test_a_chunks_own_cost_is_told_from_what_each_task_adds():
     assert per_task == pytest.approx(4.1e-6, rel=0.05)
     assert policy.per_task > 1.4 * per_task     # the plain average, for the rest
     policy.took(512)
-    assert policy.size(None, 2) == 4096         # the growth limit (not 0.1 s / 5.9 us)
+    assert policy.size(None, 2) == 4096         # the growth limit (not 0.2 s / 5.9 us)
     policy.took(100_000)
     assert policy.size(None, 2) == int((schedule.TARGET_CHUNK_SECONDS - fixed) / per_task)
     assert policy.size(remaining=60, workers=2) == \
@@ -133,12 +133,12 @@ def test_a_chunks_own_cost_needs_chunks_of_different_sizes_and_a_sensible_line()
     steady.observe(100, 0.100)                    # the slope is the average
     assert steady.cost() == (0.0, steady.per_task)
     costly = ChunkPolicy()
-    costly.observe(1, 0.08)                       # 70 ms a chunk, 10 ms a task: chunks
-    costly.observe(2, 0.09)                       # aim at half the target at least
+    costly.observe(1, 0.17)                       # 160 ms a chunk, 10 ms a task: chunks
+    costly.observe(2, 0.18)                       # aim at half the target at least
     costly.took(2)
     fixed, per_task = costly.cost()
-    assert (fixed, per_task) == (pytest.approx(0.07), pytest.approx(0.01))
-    assert costly.size(None, 2) == 5              # 50 ms / 10 ms (not 30 ms / 10 ms)
+    assert (fixed, per_task) == (pytest.approx(0.16), pytest.approx(0.01))
+    assert costly.size(None, 2) == 10             # 100 ms / 10 ms (not 40 ms / 10 ms)
 
 
 # ------------------------------------------------------------------ input pacing
@@ -314,7 +314,7 @@ def test_task_bytes_are_a_moving_average_of_what_was_encoded():
 
 def test_one_task_a_chunk_when_each_is_slower_than_the_tail_step():
     policy = ChunkPolicy()
-    policy.observe(1, 0.05)               # 50 ms a task: 2 make 100 ms...
+    policy.observe(1, 0.1)                # 100 ms a task: 2 make 200 ms...
     policy.took(1)
     assert policy.size(remaining=None, workers=2) == 2
     assert policy.size(remaining=3, workers=2) == 1       # ...but 3 left for 2 workers
@@ -323,7 +323,7 @@ def test_one_task_a_chunk_when_each_is_slower_than_the_tail_step():
 
 def test_the_tail_share_is_whole_tasks_per_worker():
     policy = ChunkPolicy()
-    policy.observe(1000, 0.01)            # 10 us a task: 10 000 wanted, 1 000 a tail step
+    policy.observe(1000, 0.01)            # 10 us a task: 20 000 wanted, 1 000 a tail step
     policy.took(100_000)
     assert policy.size(remaining=4002, workers=1) == 2001  # 4002 // 2, not 2001.0
     assert policy.size(remaining=4002, workers=0) == 2001  # (no workers counts as one)
