@@ -17,7 +17,7 @@ import sys
 import threading
 from collections import deque
 from multiprocessing import connection as mp_connection
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 try:
     import fcntl
@@ -105,7 +105,6 @@ class ProcessBackend:
             # (a worker dies with the thread that forked it).
             self._here = threading.get_ident() \
                 if threading.current_thread() is threading.main_thread() else None
-            self._own_fds: List[int] = []   # what a worker forked here must not hold
             if not (one_call and self._here is not None):
                 self.zygote = Zygote(zygote_main, self._fork_args)
             # else: the pool of one call (progress_map and its kin), whose caller's thread
@@ -143,6 +142,7 @@ class ProcessBackend:
         self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self.zygote_wanted = False   # set by the manager thread, served by make_zygote
         self._closed = False
+        self._live: List[Worker] = []   # started and not yet released: their fds are open
 
     def function_payload(self, func: Any, force_value: bool = False) -> Any:
         """What a worker needs to get ``func``: the key of a function the zygote
@@ -180,7 +180,6 @@ class ProcessBackend:
                 # (only the first workers: later ones are started by the manager thread)
                 proc: Any = fork_here(w.index, task_r.fileno(), result_w.fileno(), zygote_main,
                                       self._fork_args, self._pool_fds(task_w, result_r))
-                self._own_fds += [task_w.fileno(), result_r.fileno(), proc.sentinel]
             elif self.zygote is not None:
                 proc = self.zygote.start(w.index, task_r.fileno(), result_w.fileno())
             else:
@@ -203,10 +202,19 @@ class ProcessBackend:
         w.pid = proc.pid
         w.task_conn = task_w  # type: ignore[attr-defined]
         w.result_conn = result_r  # type: ignore[attr-defined]
+        self._live.append(w)
 
     def _pool_fds(self, *conns: Any) -> List[int]:
-        """The fds of this pool's that a worker forked from the caller must close."""
-        fds = [c.fileno() for c in conns] + self._own_fds
+        """The fds of this pool's that a process forked from the caller must close: ``conns``,
+        the caller's ends of the live workers' pipes and their sentinels, the wake-up pipe,
+        the zygote's socket."""
+        fds = [c.fileno() for c in conns]
+        for w in self._live:
+            fds += [c.fileno() for c in (w.task_conn, w.result_conn)  # type: ignore[attr-defined]
+                    if not c.closed]
+            proc = w.proc  # type: ignore[attr-defined]
+            if isinstance(proc, ZygoteChild) and not proc._closed:
+                fds.append(proc.sentinel)
         fds += [self._wake_r.fileno(), self._wake_w.fileno()]
         if self.zygote is not None:
             fds.append(self.zygote.fileno())
@@ -225,25 +233,17 @@ class ProcessBackend:
         pool's threads start? (Forked there, or asked of the zygote.)"""
         return self.method == "fork"
 
-    def make_zygote(self, workers: Callable[[], List[Worker]]) -> None:
+    def make_zygote(self) -> None:
         """Fork the zygote that a one-call pool put off, now that a worker must be
         replaced. Called by the consuming thread between two steps of its own (holding
-        no lock), with this pool's threads parked (FORK_GATE). ``workers()``: the pool's
-        workers, alive or dying, whose fds the zygote must not keep."""
+        no lock), with this pool's threads parked (FORK_GATE): the workers it knows of
+        (``_pool_fds``) cannot change meanwhile."""
         with FORK_GATE.forking():
             if self.zygote is not None or self._closed:
                 self.zygote_wanted = False
                 return
-            fds = [self._wake_r.fileno(), self._wake_w.fileno()]
-            for w in workers():
-                for conn in (w.task_conn, w.result_conn):  # type: ignore[attr-defined]
-                    if not conn.closed:
-                        fds.append(conn.fileno())
-                proc = w.proc  # type: ignore[attr-defined]
-                if isinstance(proc, ZygoteChild) and not proc._closed:
-                    fds.append(proc.sentinel)
             try:
-                self.zygote = Zygote(zygote_main, self._fork_args, close_fds=fds)
+                self.zygote = Zygote(zygote_main, self._fork_args, close_fds=self._pool_fds())
             finally:
                 self.zygote_wanted = False
 
@@ -318,6 +318,8 @@ class ProcessBackend:
         return w.proc.exitcode  # type: ignore[attr-defined]
 
     def release(self, w: Worker) -> None:
+        if w in self._live:
+            self._live.remove(w)
         for conn in (w.task_conn, w.result_conn):  # type: ignore[attr-defined]
             try:
                 conn.close()

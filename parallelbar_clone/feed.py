@@ -66,8 +66,7 @@ class Feeder:
         """A worker of a one-call pool must be replaced: fork the zygote that does it
         (see ProcessBackend.make_zygote), from this thread, here, between two steps."""
         try:
-            manager = self.manager
-            self.backend.make_zygote(lambda: manager.workers + manager.dying)
+            self.backend.make_zygote()
         except Exception as exc:
             raise ParallelBarError(f"could not start a worker: {exc}") from exc
         self.manager.wake()

@@ -509,14 +509,11 @@ class Manager:
         offset = start - chunk.start
         # (read only: a whole chunk's list itself, not a copy of 20 000 pointers a piece)
         items = chunk.items if whole else chunk.items[offset:offset + n]
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            self._deliver(run, start, n, blob=data, dilled=dilled, failures=failures,
-                          items=items, durations=durations,
-                          digest=chunk.digest if whole else None, inner=inner)
-        else:   # a thread worker's objects
-            self._deliver(run, start, n, values=data, failures=failures,
-                          items=items, durations=durations,
-                          digest=chunk.digest if whole else None, inner=inner)
+        # A process worker's pickled values, or a thread worker's objects:
+        values = dict(blob=data, dilled=dilled) if isinstance(
+            data, (bytes, bytearray, memoryview)) else dict(values=data)
+        self._deliver(run, start, n, failures=failures, items=items, durations=durations,
+                      digest=chunk.digest if whole else None, inner=inner, **values)
 
     # -- delivery -------------------------------------------------------------------
     def _deliver(self, run: Run, start: int, n: int, *, values: Optional[List[Any]] = None,

@@ -444,8 +444,7 @@ def test_a_zygote_forked_after_the_first_workers_leaves_their_pipes_behind():
     with ProgressPool(n_cpu=2, maxtasksperchild=3, disable=True, _one_call=True) as pool:
         backend = pool._backend
         assert backend.zygote is None
-        callers = {_link(fd) for fd in backend._own_fds}
-        callers |= {_link(backend._wake_r.fileno()), _link(backend._wake_w.fileno())}
+        callers = {_link(fd) for fd in backend._pool_fds()}   # (the wake-up pipe too)
         seen = pool.map(_family, range(12), chunk_size=1)
         zygote = backend.zygote.pid
         zygote_links = _links(zygote)
