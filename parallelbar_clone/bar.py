@@ -40,6 +40,7 @@ import queue
 import shutil
 import sys
 import threading
+from time import monotonic
 from typing import Any, Dict, List, Optional
 
 from .zygote import FORK_GATE
@@ -294,8 +295,13 @@ class BarThread:
     def _handle(self, bars: Dict[int, _Bars], event: Any) -> None:
         kind, run_id = event[0], event[1]
         if kind == "open":
-            _, _, total, desc, initial, postfix = event
-            bars[run_id] = self._open(total, desc, initial, postfix)
+            _, _, total, desc, initial, postfix, since = event
+            bars[run_id] = entry = self._open(total, desc, initial, postfix)
+            # Opened late (the pool's manager opens it once work is sent): its clock, and
+            # the time its first rate is measured over, start when the run was submitted.
+            lag = max(0.0, monotonic() - since)
+            entry.done.start_t -= lag
+            entry.done.last_print_t -= lag
         elif kind == "update":
             _, _, done, failed, postfix = event
             entry = bars.get(run_id)

@@ -12,6 +12,7 @@ import itertools
 import logging
 import threading
 import weakref
+from time import monotonic
 from typing import Any, Callable, Dict, Iterable, Optional
 
 from .backends import ProcessBackend, ThreadBackend, _func_name
@@ -19,7 +20,7 @@ from .bar import BarThread
 from .errors import SerializationError
 from .feed import Feeder
 from .journal import Journal, task_digest
-from .manager import Manager, as_exception
+from .manager import BAR_OPEN_WAIT, Manager, as_exception
 from .options import Options, check_func
 from .results import ResultIterator, collect
 from .run import Run
@@ -155,11 +156,13 @@ class ProgressPool:
                     f"{exc}") from exc
         if opts.checkpoint is not None:
             self._open_journal(run)
-        if not opts.disable:
+        if not opts.disable:   # (the manager opens it: see Manager._open_bar)
             postfix = f"resumed={run.resumed}" if run.resumed else None
-            self._bar_thread().send(("open", run.id, run.total, "DONE", run.resumed, postfix))
+            run.bar_open = [("open", run.id, run.total, "DONE", run.resumed, postfix,
+                             monotonic())]
             if run.resumed_failed:
-                self._bar_thread().send(("update", run.id, 0, run.resumed_failed, None))
+                run.bar_open.append(("update", run.id, 0, run.resumed_failed, None))
+            run.bar_due = monotonic() + BAR_OPEN_WAIT
         self._manager.post("submit", run)
         return run
 

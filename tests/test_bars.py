@@ -4,6 +4,7 @@ Read from captured stderr, and from the screen a terminal would show for it."""
 import io
 import re
 import threading
+import time
 
 import tasks
 from parallelbar_clone import ProgressPool, progress_imap, progress_map
@@ -167,7 +168,7 @@ def test_done_is_not_100_percent_while_a_task_failed():
 def test_summary_line_drawn_under_the_bars(capsys):
     bars = BarThread()
     closed = threading.Event()
-    bars.send(("open", 1, 10, "DONE", 0, None))
+    bars.send(("open", 1, 10, "DONE", 0, None, time.monotonic()))
     bars.send(("update", 1, 8, 2, None))
     bars.send(("summary", 1, "2 of 10 tasks failed: ValueError x2"))
     bars.send(("close", 1, closed))
@@ -175,6 +176,22 @@ def test_summary_line_drawn_under_the_bars(capsys):
     bars.stop()
     shown = screen(capsys.readouterr().err)
     assert [line.split(":")[0] for line in shown] == ["DONE", "ERROR", "2 of 10 tasks failed"]
+
+
+def test_a_bar_opened_late_keeps_the_run_clock(capsys):
+    # The manager opens a run's bar once work is sent: its elapsed time and first rate
+    # count from the submission, not from the (later) opening.
+    bars = BarThread()
+    closed = threading.Event()
+    bars.send(("open", 1, 100, "DONE", 0, None, time.monotonic() - 20))
+    bars.send(("update", 1, 100, 0, None))
+    bars.send(("close", 1, closed))
+    assert closed.wait(10)
+    bars.stop()
+    last = screen(capsys.readouterr().err)[-1]
+    assert "100/100 [00:2" in last, last          # 20 s, not 00:00
+    rate = float(re.search(r"([0-9.]+)it/s", last).group(1))
+    assert 3 < rate < 6, last                      # 100 tasks in 20 s: 5/s, not thousands
 
 
 def test_summary_for_a_closed_run_is_drawn_at_once(capsys):

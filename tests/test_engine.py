@@ -230,6 +230,74 @@ def test_a_task_is_sent_as_soon_as_it_is_encoded(context):
     assert statistics.median(delays) < 0.02, delays
 
 
+def test_the_bar_opens_after_the_first_chunks_are_sent(monkeypatch):
+    """Opening a bar holds the GIL about 1 ms: the manager opens it once its first
+    chunks are on their way, so the workers do not wait for it."""
+    from parallelbar_clone import backends, bar
+    order = []
+    send_event, send_chunk = bar.BarThread.send, backends.ProcessBackend.send_chunk
+    monkeypatch.setattr(bar.BarThread, "send",
+                        lambda self, event: (order.append(event[0]), send_event(self, event))[1])
+    monkeypatch.setattr(backends.ProcessBackend, "send_chunk",
+                        lambda self, *a: (order.append("chunk"), send_chunk(self, *a))[1])
+    assert progress_map(tasks.times_ten, range(100), n_cpu=2) == [x * 10 for x in range(100)]
+    assert order.index("chunk") < order.index("open") < order.index("close"), order[:8]
+
+
+def test_the_bar_opens_before_a_slow_input_gives_its_first_task(monkeypatch):
+    """...but no later than BAR_OPEN_WAIT (0.05 s) after the call: an input that takes
+    1 s to give its first task shows an empty bar meanwhile."""
+    from parallelbar_clone import bar
+    opened, first = [], []
+    send_event = bar.BarThread.send
+
+    def send(self, event):
+        if event[0] == "open":
+            opened.append(time.monotonic())
+        send_event(self, event)
+
+    def slow():
+        time.sleep(1.0)
+        first.append(time.monotonic())
+        yield from range(5)
+
+    monkeypatch.setattr(bar.BarThread, "send", send)
+    assert progress_map(tasks.times_ten, slow(), n_cpu=2) == [0, 10, 20, 30, 40]
+    assert opened and opened[0] < first[0] - 0.5, (opened, first)
+
+
+def test_a_consumer_lets_a_pass_of_the_manager_finish_first(monkeypatch):
+    """The consuming thread, about to decode or encode, waits while the manager is in
+    the middle of a pass (else the manager, which lets the GIL go in each system call,
+    waits up to the switch interval, 5 ms, to get it back), and not when it is idle."""
+    from parallelbar_clone import manager
+    monkeypatch.setattr(manager, "HAND_OVER_WAIT", 10.0)
+    m = manager.Manager.__new__(manager.Manager)
+    m.busy, m.dispatched = False, threading.Event()
+    began = time.monotonic()
+    m.yield_pass()                       # idle: at once (else 10 s)
+    assert time.monotonic() - began < 5
+    ended = []
+
+    def end_pass():
+        time.sleep(0.2)
+        ended.append(True)
+        m.busy = False
+        m.dispatched.set()
+
+    m.busy = True
+    threading.Thread(target=end_pass).start()
+    m.yield_pass()
+    assert ended
+    # A real pool's manager is idle between passes.
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        pool.map(tasks.times_ten, range(10))
+        deadline = time.monotonic() + 5
+        while pool._manager.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not pool._manager.busy and pool._manager.dispatched.is_set()
+
+
 @pytest.mark.parametrize("context", METHODS)
 def test_failures_inside_a_batch_of_quick_tasks_stay_in_their_slots(context):
     """A worker runs quick tasks as map() over batches of 1, 2, 4 ... of a chunk:

@@ -103,10 +103,11 @@ print(sum(isinstance(r, ValueError) for r in progress_map(f, range(30), n_cpu=2,
 
 SUMMARY_UNDER_BARS = """
 import threading
+import time
 from parallelbar_clone.bar import BarThread
 
 bars, closed = BarThread(), threading.Event()
-for event in [("open", 1, 10, "DONE", 0, None), ("update", 1, 8, 2, None),
+for event in [("open", 1, 10, "DONE", 0, None, time.monotonic()), ("update", 1, 8, 2, None),
               ("summary", 1, "2 of 10 tasks failed: ValueError 2"), ("close", 1, closed)]:
     bars.send(event)
 closed.wait(10)
