@@ -144,3 +144,19 @@ def test_a_barrier_that_is_not_met_is_a_wrong_result_not_a_hang():
     with pytest.raises(checks.ResultError, match="pids"):
         pool_measures._check_arrivals([(~0, 7, 1.0), (~1, 7, 1.0)],
                                       [("d", 2, 0), ("d", 2, 1)], 2)
+
+
+def test_the_timeline_still_finds_the_engine_parts_it_stamps(tmp_path):
+    """benchmarks/timeline.py wraps the engine's internals: a renamed part must break it
+    here, not on a lent machine."""
+    import subprocess
+    events = tmp_path / "events.txt"
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "timeline.py"), "--tasks", "3000",
+                          "--calls", "1", "--events", str(events)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    ours = [line for line in out.stdout.splitlines() if line.startswith("ours")]
+    assert len(ours) == 1 and "2 workers started by" in ours[0] and "results" in ours[0], out.stdout
+    assert "Pool.map 0: total" in out.stdout
+    stamped = {line.split()[1].split("w")[0] for line in events.read_text().splitlines()[1:]}
+    assert {"start>", "<start", "send", "msg", "enc", "dec", "<close"} <= stamped, stamped
