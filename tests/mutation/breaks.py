@@ -276,6 +276,34 @@ BREAKS = [
           "if self.zygote is not None or any(",
           ["tests/test_zygote.py::test_what_tasks_printed_is_printed_when_the_pool_closes[2]"],
           tries=3),
+    Break("bar-opens-before-the-first-send", "a run's bar opens once its first chunks are "
+          "sent",
+          "parallelbar_clone/pool.py",
+          "            run.bar_due = monotonic() + BAR_OPEN_WAIT\n",
+          "            run.bar_due = monotonic() + BAR_OPEN_WAIT\n"
+          "            self._bar_thread().send(run.bar_open.pop(0))\n",
+          ["tests/test_engine.py::test_the_bar_opens_after_the_first_chunks_are_sent"]),
+    Break("bar-waits-for-a-slow-input", "a bar opens within BAR_OPEN_WAIT of the call",
+          "parallelbar_clone/manager.py",
+          "            if run.bar_open is not None and run.bar_due <= now:",
+          "            if run.bar_open is not None and run.bar_due <= 0.0:",
+          ["tests/test_engine.py::test_the_bar_opens_before_a_slow_input_gives_its_first_task"]),
+    Break("late-bar-loses-the-run-clock", "a bar opened late counts time from the call",
+          "parallelbar_clone/bar.py",
+          "            lag = max(0.0, monotonic() - since)",
+          "            lag = 0.0",
+          ["tests/test_bars.py::test_a_bar_opened_late_keeps_the_run_clock"]),
+    Break("consumer-ignores-a-pass-in-progress", "the consuming thread lets a pass of the "
+          "manager finish first",
+          "parallelbar_clone/manager.py",
+          "        if self.busy:\n            self.dispatched.clear()",
+          "        if False:\n            self.dispatched.clear()",
+          ["tests/test_engine.py::test_a_consumer_lets_a_pass_of_the_manager_finish_first"]),
+    Break("manager-never-idle", "the manager is idle between passes",
+          "parallelbar_clone/manager.py",
+          "                self.busy = False\n",
+          "                pass\n",
+          ["tests/test_engine.py::test_a_consumer_lets_a_pass_of_the_manager_finish_first"]),
 ]
 
 
