@@ -331,12 +331,12 @@ class Manager:
     # -- dispatch -------------------------------------------------------------------
     def _dispatch(self) -> None:
         self._dispatch_all()
-        now = monotonic()
-        for run in self.runs.values():
-            if run.bar_open is not None and run.bar_due <= now:
-                self._open_bar(run)
         self.hungry = bool(self.runs) and any(
             not w.inflight and not w.retiring and not w.dead for w in self.workers)
+        now = monotonic()
+        for run in self.runs.values():
+            if run.bar_open is not None and (not self.hungry or run.bar_due <= now):
+                self._open_bar(run)
         self.dispatched.set()
 
     def _dispatch_all(self) -> None:
@@ -394,7 +394,6 @@ class Manager:
                 return False   # w died: its sentinel will tell
             chunk.sent_at = monotonic()
             w.inflight.append(chunk)
-            run.bar_due = 0.0   # (its bar opens after this pass's sends)
             if w.tasks_left is not None:
                 w.tasks_left -= len(chunk.items)
                 if w.tasks_left <= 0:
@@ -403,7 +402,7 @@ class Manager:
         return False
 
     def _open_bar(self, run: Run) -> None:
-        """Open the run's bar: once its first chunks are sent (opening one holds the GIL
+        """Open the run's bar: once every worker has a chunk (opening one holds the GIL
         about 1 ms, which the workers' first chunks should not wait for), after
         ``BAR_OPEN_WAIT`` at most, and before anything else is shown on it."""
         messages, run.bar_open = run.bar_open, None

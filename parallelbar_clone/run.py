@@ -255,7 +255,7 @@ class Run:
         self.bytes_done = 0                  # encoded bytes of chunks finished...
         self.bytes_out = 0                   # ...and of results handed to the consumer
         self.bar_open: Optional[List[tuple]] = None   # the bar's first messages, sent once
-        self.bar_due = 0.0                   # work is sent, or by then (Manager._open_bar)
+        self.bar_due = 0.0                   # ...once workers are served, or by then
         self.bar_done = 0
         self.bar_failed = 0
         self.bar_flushed = 0.0

@@ -276,8 +276,8 @@ BREAKS = [
           "if self.zygote is not None or any(",
           ["tests/test_zygote.py::test_what_tasks_printed_is_printed_when_the_pool_closes[2]"],
           tries=3),
-    Break("bar-opens-before-the-first-send", "a run's bar opens once its first chunks are "
-          "sent",
+    Break("bar-opens-before-the-first-send", "a run's bar opens once every worker has a "
+          "chunk",
           "parallelbar_clone/pool.py",
           "            run.bar_due = monotonic() + BAR_OPEN_WAIT\n",
           "            run.bar_due = monotonic() + BAR_OPEN_WAIT\n"
@@ -285,8 +285,8 @@ BREAKS = [
           ["tests/test_engine.py::test_the_bar_opens_after_the_first_chunks_are_sent"]),
     Break("bar-waits-for-a-slow-input", "a bar opens within BAR_OPEN_WAIT of the call",
           "parallelbar_clone/manager.py",
-          "            if run.bar_open is not None and run.bar_due <= now:",
-          "            if run.bar_open is not None and run.bar_due <= 0.0:",
+          "            if run.bar_open is not None and (not self.hungry or run.bar_due <= now):",
+          "            if run.bar_open is not None and not self.hungry:",
           ["tests/test_engine.py::test_the_bar_opens_before_a_slow_input_gives_its_first_task"]),
     Break("late-bar-loses-the-run-clock", "a bar opened late counts time from the call",
           "parallelbar_clone/bar.py",
