@@ -65,6 +65,7 @@ from .errors import SerializationError
 RUN, POS, START, DONE, ERR, SPAN = range(6)
 SLOT_WIDTH = 6
 MAX_STRIDE = 2048
+BATCH_SECONDS = 0.01     # batches of quick tasks grow while they take less than this
 FLUSH_INTERVAL = 0.25
 
 # The slot of the worker running in this thread, for the add_progress decorator:
@@ -97,7 +98,8 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
                    durations and len(items) <= 64, began)
         return
     # The cheap path: the slot is written and the clock read once per batch of
-    # `stride` tasks, a stride that doubles while batches take under a millisecond.
+    # `stride` tasks, a stride that doubles while batches take under BATCH_SECONDS.
+    # (A batch costs about 10 us besides its tasks: 1 % of a 1 ms task run alone.)
     values: List[Any] = []
     errors: Optional[Dict[int, Packed]] = None
     piece_start = pos = start
@@ -133,9 +135,9 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
         pos += len(batch)
         if pos < end:
             now = monotonic()
-            if now - checked < 0.001:
+            if now - checked < BATCH_SECONDS:
                 stride = min(stride * 2, MAX_STRIDE)
-            elif now - checked > 0.01:
+            elif now - checked > 5 * BATCH_SECONDS:
                 stride = max(1, stride // 4)
             checked = now
             if now - last >= FLUSH_INTERVAL:

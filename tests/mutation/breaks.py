@@ -299,6 +299,12 @@ BREAKS = [
           "        if self.busy:\n            self.dispatched.clear()",
           "        if False:\n            self.dispatched.clear()",
           ["tests/test_engine.py::test_a_consumer_lets_a_pass_of_the_manager_finish_first"]),
+    Break("batches-of-one-millisecond-tasks", "a worker batches millisecond tasks between "
+          "two slot writes",
+          "parallelbar_clone/worker.py",
+          "            if now - checked < BATCH_SECONDS:",
+          "            if now - checked < 0.001:",
+          ["tests/test_run.py::test_a_worker_batches_millisecond_tasks_between_two_slot_writes"]),
     Break("manager-never-idle", "the manager is idle between passes",
           "parallelbar_clone/manager.py",
           "                self.busy = False\n",
