@@ -42,7 +42,7 @@ PREFETCH_SECONDS = 0.25         # ...but only behind a chunk measured to take le
 PREFETCH_TASK = 0.025           # of tasks this short (where a round trip matters), and not
                                 # overdue: work queued behind a slow task waits for it
 PREFETCH_BYTES = 16384          # never fills a pipe (a quarter of a grown one): sends can't block
-BAR_OPEN_WAIT = 0.05            # a run's bar opens once work is sent to workers, or after this
+BAR_OPEN_WAIT = 0.05            # a run's bar opens once every worker has a chunk, or after this
 HAND_OVER_WAIT = 0.005          # a consumer waits this long at most for a hungry worker's send
 KILL_GRACE = 0.3                # SIGTERM, then SIGKILL after this long
 STARTUP_DEATHS = 3              # consecutive workers dying before 'ready' => broken pool

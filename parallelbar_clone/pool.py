@@ -158,11 +158,11 @@ class ProgressPool:
             self._open_journal(run)
         if not opts.disable:   # (the manager opens it: see Manager._open_bar)
             postfix = f"resumed={run.resumed}" if run.resumed else None
-            run.bar_open = [("open", run.id, run.total, "DONE", run.resumed, postfix,
-                             monotonic())]
+            submitted = monotonic()
+            run.bar_open = [("open", run.id, run.total, "DONE", run.resumed, postfix, submitted)]
             if run.resumed_failed:
                 run.bar_open.append(("update", run.id, 0, run.resumed_failed, None))
-            run.bar_due = monotonic() + BAR_OPEN_WAIT
+            run.bar_due = submitted + BAR_OPEN_WAIT
         self._manager.post("submit", run)
         return run
 
