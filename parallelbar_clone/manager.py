@@ -42,7 +42,8 @@ PREFETCH_SECONDS = 0.25         # ...but only behind a chunk measured to take le
 PREFETCH_TASK = 0.025           # of tasks this short (where a round trip matters), and not
                                 # overdue: work queued behind a slow task waits for it
 PREFETCH_BYTES = 16384          # never fills a pipe (a quarter of a grown one): sends can't block
-BAR_OPEN_WAIT = 0.05            # a run's bar opens once every worker has a chunk, or after this
+BAR_OPEN_WAIT = 0.05            # a run's bar opens once every worker has work queued...
+RAMPED_SECONDS = 0.005          # ...for this long by the measured task time, or after BAR_OPEN_WAIT
 HAND_OVER_WAIT = 0.005          # a consumer waits this long at most for a hungry worker's send
 KILL_GRACE = 0.3                # SIGTERM, then SIGKILL after this long
 STARTUP_DEATHS = 3              # consecutive workers dying before 'ready' => broken pool
@@ -335,9 +336,27 @@ class Manager:
             not w.inflight and not w.retiring and not w.dead for w in self.workers)
         now = monotonic()
         for run in self.runs.values():
-            if run.bar_open is not None and (not self.hungry or run.bar_due <= now):
+            if run.bar_open is not None and (run.bar_due <= now or self._ramped(run)):
                 self._open_bar(run)
         self.dispatched.set()
+
+    def _ramped(self, run: Run) -> bool:
+        """Has every worker enough of the run's work queued (RAMPED_SECONDS by the
+        measured task time) to go on while the bar opens, or is nothing left to send?"""
+        if run.exhausted and not run.ready and not run.requeue:
+            return True
+        if self.hungry:
+            return False
+        per_task = run.policy.per_task
+        if per_task is None:
+            return False
+        for w in self.workers:
+            if w.retiring or w.dead:
+                continue
+            queued = sum(c.end - c.done for c in w.inflight if c.run is run)
+            if queued * per_task < RAMPED_SECONDS:
+                return False
+        return True
 
     def _dispatch_all(self) -> None:
         if not self.runs:
@@ -402,9 +421,11 @@ class Manager:
         return False
 
     def _open_bar(self, run: Run) -> None:
-        """Open the run's bar: once every worker has a chunk (opening one holds the GIL
-        about 1 ms, which the workers' first chunks should not wait for), after
-        ``BAR_OPEN_WAIT`` at most, and before anything else is shown on it."""
+        """Open the run's bar (its first messages, sent once): when the run's first
+        chunks have ramped up (opening a bar holds the GIL about 1 ms; while each
+        worker has a task or a few, that would make them wait for their next chunk),
+        ``BAR_OPEN_WAIT`` after the call at the latest, or when the run ends. Counts
+        gathered before that are shown once it is open."""
         messages, run.bar_open = run.bar_open, None
         for message in messages or ():
             self.bars().send(message)
@@ -894,7 +915,8 @@ class Manager:
         functions decorated with @add_progress, those calls (as published parallelbar
         does, flag or not), plus the tasks that failed. ``live``: calls counted by
         tasks still running, shown now, confirmed when their results arrive."""
-        if run.opts.disable or (not force and now - run.bar_flushed < UPDATE_INTERVAL):
+        if run.opts.disable or (not force and (now - run.bar_flushed < UPDATE_INTERVAL
+                                               or run.bar_open is not None)):
             return
         run.bar_flushed = now
         inner_done, inner_failed = run.inner_done + live[0], run.inner_failed + live[1]

@@ -15,6 +15,14 @@ def times_ten(x):
     return x * 10
 
 
+def busy_ms(x):
+    """Busy (not sleeping) for 1 ms: keeps a core, as real work does."""
+    end = time.monotonic() + 0.001
+    while time.monotonic() < end:
+        pass
+    return x
+
+
 def _ok_or(x, fault):
     if x != FAULT_AT:
         return x * 10

@@ -245,6 +245,35 @@ def test_the_bar_opens_after_the_first_chunks_are_sent(monkeypatch):
         order[:8]
 
 
+def test_the_bar_opens_once_each_worker_has_a_few_milliseconds_of_work(monkeypatch):
+    """...and not while the first chunks hold a task each: a worker done with its one
+    task waited for the manager (and the consumer), which waited for the GIL the bar's
+    opening held. Tasks of 1 ms: each worker has had at least 4 sent by the time the bar
+    opens (RAMPED_SECONDS, 5 ms of measured work queued); and no update comes before it."""
+    from parallelbar_clone import backends, bar, manager, pool
+    monkeypatch.setattr(pool, "BAR_OPEN_WAIT", 30.0)   # (only the ramp may open it early)
+    monkeypatch.setattr(manager, "UPDATE_INTERVAL", 0.0)   # (counts flushed each pass)
+    order, sent = [], {}
+    send_event, send_chunk = bar.BarThread.send, backends.ProcessBackend.send_chunk
+
+    def on_event(self, event):
+        order.append((event[0], dict(sent)))
+        send_event(self, event)
+
+    def on_chunk(self, w, chunk, run):
+        sent[w.index] = sent.get(w.index, 0) + len(chunk.items)
+        return send_chunk(self, w, chunk, run)
+
+    monkeypatch.setattr(bar.BarThread, "send", on_event)
+    monkeypatch.setattr(backends.ProcessBackend, "send_chunk", on_chunk)
+    assert progress_map(tasks.busy_ms, range(400), n_cpu=2) == list(range(400))
+    kinds = [kind for kind, _ in order]
+    assert kinds[0] == "open", kinds[:5]
+    at_open = order[0][1]
+    assert len(at_open) == 2 and min(at_open.values()) >= 4, at_open
+    assert sum(at_open.values()) < 400, at_open    # (and not only at the end)
+
+
 def test_the_bar_opens_before_a_slow_input_gives_its_first_task(monkeypatch):
     """...but no later than BAR_OPEN_WAIT (0.05 s) after the call: an input that takes
     1 s to give its first task shows an empty bar meanwhile."""
