@@ -308,7 +308,7 @@ class _Encoder:
 
 
 class _Manager:
-    def hand_over(self):
+    def hand_over(self, run=None):
         pass
 
     def post(self, *command):
