@@ -412,19 +412,6 @@ class ProcessBackend:
             pass
         return out
 
-    def pending(self, workers: List[Worker]) -> bool:
-        """Is a message waiting on any of these workers' result pipes, now? (Asked from
-        a consuming thread, not the manager's: a poll object of its own, made here.)"""
-        if not hasattr(select, "poll"):
-            return False
-        poller = select.poll()
-        try:
-            for w in list(workers):
-                poller.register(w.result_conn.fileno(), _POLL_IN)  # type: ignore[attr-defined]
-            return bool(poller.poll(0))
-        except (OSError, ValueError):   # a pipe closed meanwhile
-            return False
-
     def _more(self, conn: Any) -> bool:
         """Is there more to read on conn, now? (``conn.poll()`` builds a selector each
         time: a tenth of the manager's time on 1 ms tasks.)"""
@@ -625,9 +612,6 @@ class ThreadBackend:
 
     def wake(self) -> None:
         self.outbox.put((None, None))
-
-    def pending(self, workers: List[Worker]) -> bool:
-        return False   # (workers put their messages in the outbox, no GIL to wait for)
 
     def close(self) -> None:
         pass

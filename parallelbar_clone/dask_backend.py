@@ -501,9 +501,6 @@ class DaskBackend:
     def wake(self) -> None:
         self.events.put(None)
 
-    def pending(self, workers: List[Any]) -> bool:
-        return False   # (events come through a queue, no pipe to look at)
-
     def close(self) -> None:
         self.closing = True
         with self.futures_lock:

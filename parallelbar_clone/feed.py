@@ -190,7 +190,7 @@ class Feeder:
         # Always: the manager may have emptied run.ready and gone to sleep while these
         # were being encoded (a wake-up decided before the encoding was lost that way,
         # and idle workers waited for the manager's next tick, up to 0.1 s).
-        self.manager.hand_over(run)
+        self.manager.hand_over()
         return True
 
     def _unsendable(self, chunk: Chunk, exc: BaseException) -> None:

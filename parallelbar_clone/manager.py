@@ -45,7 +45,6 @@ PREFETCH_BYTES = 16384          # never fills a pipe (a quarter of a grown one):
 BAR_OPEN_WAIT = 0.05            # a run's bar opens once every worker has work queued...
 RAMPED_SECONDS = 0.005          # ...for this long by the measured task time, or after BAR_OPEN_WAIT
 HAND_OVER_WAIT = 0.005          # a consumer waits this long at most for a hungry worker's send
-STREAK_SECONDS = 0.0005         # a consumer busy this long looks for messages the manager waits on
 KILL_GRACE = 0.3                # SIGTERM, then SIGKILL after this long
 STARTUP_DEATHS = 3              # consecutive workers dying before 'ready' => broken pool
 UNBLAMED_DEATHS = 5             # consecutive deaths outside any task => broken pool
@@ -119,48 +118,27 @@ class Manager:
     def wake(self) -> None:
         self.backend.wake()
 
-    def hand_over(self, run: Optional[Run] = None) -> None:
+    def hand_over(self) -> None:
         """Chunks were just made ready: wake this thread, and if a worker waits for
-        them, or this thread is in the middle of a pass or has messages to read, let it
-        do its pass (and send them) before the caller goes on. Else the caller keeps the
-        GIL, and this thread, which lets the GIL go in each system call (its wait for
-        messages, each send and read), waits for the interpreter's switch interval,
-        5 ms, to get it back, with workers idle: on 16 cores, 2.5 to 3.5 ms twice in a
-        50 ms map of trivial tasks, and 7 ms for all 16 workers after their first
-        tasks while the caller encoded the next chunks."""
-        if not (self.hungry or self.busy or self._messages_wait(run)):
+        them, or this thread is in the middle of a pass, let it finish its pass (and send
+        them) before the caller goes on. Else the caller keeps the GIL, and this thread,
+        which let the GIL go in a system call (each send and read does), waits for the
+        interpreter's switch interval, 5 ms, to get it back, with workers idle: on 16
+        cores, 2.5 to 3.5 ms twice in a 50 ms map of trivial tasks."""
+        if not (self.hungry or self.busy):
             self.backend.wake()
             return
-        self._let_pass()
-
-    def yield_pass(self, run: Optional[Run] = None) -> None:
-        """Called by a consuming thread before its own work: if this thread is in the
-        middle of a pass, or has messages to read, let it do its pass first (see
-        hand_over)."""
-        if self.busy:
-            self.dispatched.clear()
-            if self.busy:
-                self.dispatched.wait(HAND_OVER_WAIT)
-        elif self._messages_wait(run):
-            self._let_pass()
-
-    def _let_pass(self) -> None:
         self.dispatched.clear()
         self.backend.wake()   # (a pass that ended meanwhile: this one sets it again)
         self.dispatched.wait(HAND_OVER_WAIT)
 
-    def _messages_wait(self, run: Optional[Run]) -> bool:
-        """Have workers sent messages this thread has not read, while the consuming
-        thread of ``run`` has held the GIL for STREAK_SECONDS or more? (Once its wait
-        for them ends, this thread needs the GIL; with a busy caller it got it after
-        the switch interval.) Looked at once per STREAK_SECONDS."""
-        if run is None:
-            return False
-        now = monotonic()
-        if now - run.out.turn_at < STREAK_SECONDS:
-            return False
-        run.out.turn_at = now
-        return self.backend.pending(self.workers)
+    def yield_pass(self) -> None:
+        """Called by a consuming thread before its own work: if this thread is in the
+        middle of a pass, let it finish first (see hand_over)."""
+        if self.busy:
+            self.dispatched.clear()
+            if self.busy:
+                self.dispatched.wait(HAND_OVER_WAIT)
 
     # ------------------------------------------------------------------ the loop
     def _main(self) -> None:

@@ -40,7 +40,7 @@ class _Consumer:
         """The next piece; None when the run is complete; raises its failure."""
         run = self.run
         while True:
-            self.feeder.manager.yield_pass(run)
+            self.feeder.manager.yield_pass()
             self.feeder.top_up()
             try:
                 msg = run.out.get(timeout=WAIT)

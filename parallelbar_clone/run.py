@@ -160,7 +160,7 @@ class Outbox:
     running low), and for results at most every ``interval`` seconds; the consumer
     also looks on its own every ``WAIT`` seconds."""
 
-    __slots__ = ("items", "event", "interval", "woken", "due", "turn_at")
+    __slots__ = ("items", "event", "interval", "woken", "due")
 
     def __init__(self, interval: float) -> None:
         self.items: Deque[Any] = deque()
@@ -168,7 +168,6 @@ class Outbox:
         self.interval = interval
         self.woken = 0.0
         self.due = False            # results wait for the next wake
-        self.turn_at = 0.0          # the consumer last waited, or looked for the manager's messages
 
     def put(self, message: Any, urgent: bool = False) -> None:
         self.items.append(message)
@@ -200,7 +199,6 @@ class Outbox:
             pass
         self.event.wait(timeout)
         self.event.clear()   # (a message put from here on sets it again)
-        self.turn_at = monotonic()
         try:
             return self.items.popleft()
         except IndexError:

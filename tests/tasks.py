@@ -303,26 +303,6 @@ def started_at(x):
     return x, time.monotonic()
 
 
-class BusyToSend:
-    """A task whose pickling keeps the caller's thread busy, holding the GIL, for
-    ``seconds``; it arrives in the worker as the int ``i``."""
-
-    def __init__(self, i, seconds):
-        self.i, self.seconds = i, seconds
-
-    def __reduce__(self):
-        end = time.monotonic() + self.seconds
-        while time.monotonic() < end:
-            pass
-        return (int, (self.i,))
-
-
-def sleep_then_stamp(x, seconds=0.002):
-    """Sleeps (leaving the CPU to the caller), then says when it ended."""
-    time.sleep(seconds)
-    return time.monotonic()
-
-
 def _int_after(i, seconds):
     time.sleep(seconds)
     return i

@@ -274,31 +274,6 @@ def test_the_bar_opens_once_each_worker_has_a_few_milliseconds_of_work(monkeypat
     assert sum(at_open.values()) < 400, at_open    # (and not only at the end)
 
 
-def test_the_manager_reads_results_soon_while_the_caller_is_busy_encoding(monkeypatch):
-    """The caller's thread, pickling input that holds the GIL (here 1 ms an item), lets
-    the manager read the results that wait for it: every STREAK_SECONDS (0.5 ms) it
-    looks at the workers' pipes. Else the manager, woken by a result, waited for the
-    GIL up to the interpreter's switch interval (5 ms): on 16 cores all the workers sat
-    idle for 7 ms after their first tasks. Here, from a task's end to its result's
-    reading: median 0.4 to 0.55 ms (1.6 to 1.8 ms without the looks); bound 1 ms."""
-    from parallelbar_clone import manager
-    read = {}
-    on_message = manager.Manager._on_message
-
-    def stamp(self, w, msg):
-        if msg[0] == "r":
-            read[msg[2] + msg[3] - 1] = time.monotonic()   # the chunk's last position
-        return on_message(self, w, msg)
-
-    monkeypatch.setattr(manager.Manager, "_on_message", stamp)
-    with ProgressPool(n_cpu=2, disable=True) as pool:
-        pool.map(tasks.times_ten, range(4))   # workers up
-        ended = pool.map(tasks.sleep_then_stamp, [tasks.BusyToSend(i, 0.001) for i in range(300)],
-                         chunk_size=1)
-    late = sorted(read[i] - ended[i] for i in range(20, 280))
-    assert statistics.median(late) < 0.001, late[::26]
-
-
 def test_the_bar_opens_before_a_slow_input_gives_its_first_task(monkeypatch):
     """...but no later than BAR_OPEN_WAIT (0.05 s) after the call: an input that takes
     1 s to give its first task shows an empty bar meanwhile."""

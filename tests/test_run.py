@@ -308,7 +308,7 @@ class _Encoder:
 
 
 class _Manager:
-    def hand_over(self, run=None):
+    def hand_over(self):
         pass
 
     def post(self, *command):

@@ -316,12 +316,6 @@ BREAKS = [
           "                                               or run.bar_open is not None)):",
           "                                               or False)):",
           ["tests/test_engine.py::test_the_bar_opens_once_each_worker_has_a_few_milliseconds_of_work"]),
-    Break("busy-caller-never-looks", "a caller busy encoding lets the manager read the "
-          "results waiting for it",
-          "parallelbar_clone/manager.py",
-          "        if run is None:\n            return False\n        now = monotonic()",
-          "        if True:\n            return False\n        now = monotonic()",
-          ["tests/test_engine.py::test_the_manager_reads_results_soon_while_the_caller_is_busy_encoding"]),
     Break("manager-never-idle", "the manager is idle between passes",
           "parallelbar_clone/manager.py",
           "                self.busy = False\n",
