@@ -88,8 +88,10 @@ def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict
         warnings.warn("iterating a DataFrame yields its column names, so these are the tasks; "
                       "for rows use df.pbar.apply(func, axis=1) after "
                       "`import parallelbar_clone.pandas`", UserWarning, stacklevel=3)
-    # The zygote of a 'fork' pool inherits func: no pickling, even of what cannot pickle.
-    pool = ProgressPool(**pool_args, _preload=(func,), _one_call=True)
+    # The workers of a 'fork' pool inherit func (no pickling, even of what cannot pickle)
+    # and a list, tuple or range of tasks (sent as positions in it: see Run.inherited).
+    preload = (func, tasks) if type(tasks) in (list, tuple, range) else (func,)
+    pool = ProgressPool(**pool_args, _preload=preload, _one_call=True)
     ok = False
     try:
         if mode == "map":

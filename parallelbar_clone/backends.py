@@ -27,6 +27,7 @@ except ImportError:  # Windows
 from . import serialize
 from .errors import SerializationError
 from .options import Options
+from .run import InputView
 from .serialize import MainRefs
 from .worker import (DONE, ERR, POS, RUN, SLOT_WIDTH, SPAN, START, Abandoned, ThreadSlot,
                      WorkerSetup, main_info, process_main, thread_main, zygote_main)
@@ -153,6 +154,16 @@ class ProcessBackend:
                     return key
         return serialize.dumps(func, main=self.main, force_value=force_value)
 
+    def inherited_key(self, tasks: Any) -> Optional[int]:
+        """The key of ``tasks`` if every worker inherits it: a list, tuple or range
+        preloaded into a 'fork' pool (made before the pool's forks), else None."""
+        if self.method != "fork" or type(tasks) not in (list, tuple, range):
+            return None
+        for key, known in self._preloaded.items():
+            if known is tasks:
+                return key
+        return None
+
     def check_call(self, opts: Any) -> None:
         """Per-call options that this backend cannot honour."""
         if opts.memory_limit is not None and not rss_supported():
@@ -262,11 +273,23 @@ class ProcessBackend:
             if not self.send_function(w, run):
                 return False
             w.runs.add(run.id)
-        return self.send(w, ("c", run.id, chunk.start, len(chunk.items)), chunk.payload)
+        items = chunk.items
+        if chunk.payload is None and isinstance(items, InputView):   # see encode_chunk
+            return self.send(w, ("ci", run.id, chunk.start, len(items), run.inherited[0],
+                                 items.lo))
+        return self.send(w, ("c", run.id, chunk.start, len(items)), chunk.payload)
 
     def encode_chunk(self, chunk: Any, run: Any) -> None:
-        """Serialize a chunk's tasks; raises if neither pickle nor dill can."""
-        items = serialize.dumps(chunk.items, main=self.main, force_value=run.items_by_value)
+        """Serialize a chunk's tasks; raises if neither pickle nor dill can. Tasks the
+        workers inherited go as positions (payload None), unless a worker found its
+        copy different (see process_main): then by value, as they are now."""
+        tasks = chunk.items
+        if isinstance(tasks, InputView):
+            if not run.items_by_value:
+                chunk.payload, chunk.nbytes = None, 0
+                return
+            tasks = list(tasks)
+        items = serialize.dumps(tasks, main=self.main, force_value=run.items_by_value)
         if run.journal is not None and items[:1] == b"P":  # the digest the journal checks
             chunk.digest = hashlib.blake2b(memoryview(items)[1:], digest_size=16).hexdigest()
         chunk.payload = items   # (the tail of the chunk's message: see send_chunk)

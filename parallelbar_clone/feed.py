@@ -21,7 +21,7 @@ from . import serialize
 from .errors import ParallelBarError, SerializationError
 from .journal import CheckpointMismatchError, has_sets, task_digest
 from .outcomes import Failure
-from .run import Chunk, Run
+from .run import Chunk, InputView, Run
 from .schedule import PULL_SECONDS, TURN_SECONDS
 
 log = logging.getLogger("parallelbar_clone")
@@ -79,13 +79,17 @@ class Feeder:
         if replaying:
             want = max(want, 4096)
         n = want if run.safe_source else run.pacer.size(want)
-        items: List[Any] = []
+        items: Any = []
         error: Optional[BaseException] = None
         started = monotonic()
-        try:
-            items.extend(islice(run.source, n))   # (items pulled before an error stay)
-        except Exception as exc:   # the caller's iterable raised: after what came before it
-            error = exc
+        if run.inherited is not None and not replaying:   # positions only: see InputView
+            tasks = run.inherited[1]
+            items = InputView(tasks, run.taken, min(len(tasks), run.taken + n))
+        else:
+            try:
+                items.extend(islice(run.source, n))   # (items pulled before an error stay)
+            except Exception as exc:   # the caller's iterable raised: after what came before
+                error = exc
         if not run.safe_source and (items or error is None):
             run.pacer.observe(max(1, len(items)), monotonic() - started)
         start = run.taken

@@ -156,6 +156,10 @@ class ProgressPool:
                     f"{exc}") from exc
         if opts.checkpoint is not None:
             self._open_journal(run)
+        else:
+            key = getattr(self._backend, "inherited_key", lambda tasks: None)(tasks)
+            if key is not None:
+                run.inherited = (key, tasks)
         if not opts.disable:   # (the manager opens it: see Manager._open_bar)
             postfix = f"resumed={run.resumed}" if run.resumed else None
             submitted = monotonic()

@@ -27,7 +27,7 @@ import queue
 import threading
 from collections import deque
 from time import monotonic
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import serialize
 from .options import Options
@@ -35,7 +35,7 @@ from .outcomes import Failure
 from .schedule import ChunkPolicy, InputPacer, read_ahead_allows
 from .summary import RunSummary
 
-__all__ = ["Run", "Chunk", "Delivered", "Piece", "Outbox", "guess_total"]
+__all__ = ["Run", "Chunk", "InputView", "Delivered", "Piece", "Outbox", "guess_total"]
 
 
 def guess_total(tasks: Any, total: Optional[int]) -> Optional[int]:
@@ -50,6 +50,36 @@ def guess_total(tasks: Any, total: Optional[int]) -> Optional[int]:
     except Exception:
         hint = -1
     return hint if hint > 0 else None
+
+
+class InputView:
+    """Tasks ``lo .. hi-1`` of a list, tuple or range that every worker inherited (see
+    ``Run.inherited``), not copied: the caller's thread neither pickles them nor
+    touches them (after the pool's forks, a touch of an item, a reference count, costs
+    a page copy), unless a task must be sent again or fails."""
+
+    __slots__ = ("source", "lo", "hi")
+
+    def __init__(self, source: Any, lo: int, hi: int) -> None:
+        self.source, self.lo, self.hi = source, lo, hi
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            a, b, step = index.indices(self.hi - self.lo)
+            if step != 1:
+                return list(self)[index]
+            return InputView(self.source, self.lo + a, self.lo + max(a, b))
+        if index < 0:
+            index += self.hi - self.lo
+        if not 0 <= index < self.hi - self.lo:
+            raise IndexError("InputView index out of range")
+        return self.source[self.lo + index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.source[self.lo:self.hi])
 
 
 class Chunk:
@@ -231,6 +261,10 @@ class Run:
         # -- the consuming thread's
         self.source: Any = iter(tasks)
         self.safe_source = type(tasks) in (list, tuple, range)  # no user code to pull it
+        # (key, tasks): every worker inherited the tasks object, forked after it was made
+        # (a one-call pool under 'fork'): chunks are sent as positions in it (the pool
+        # sets it; see ProcessBackend.inherited_key)
+        self.inherited: Optional[Tuple[int, Any]] = None
         self.pacer = InputPacer()
         self.taken = 0                       # positions pulled from the input
         self.exhausted = False               # the input is used up (or failed)

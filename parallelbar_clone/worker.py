@@ -11,6 +11,8 @@ so that the manager thread, which unpickles it, never runs code of the caller's
 
     ('f', run_id, func_payload, timing, durations)  a run's function (once per worker)
     ('c', run_id, start, n) + tail: items_bytes      tasks start .. start+n-1
+    ('ci', run_id, start, n, key, lo)    the same, as items lo .. lo+n-1 of the tasks
+                                         object the worker inherited (preloaded[key])
     ('d', run_id)                        forget a finished run's function
     ('s',)                               stop
 
@@ -513,13 +515,24 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
     recv = serialize.recv_message
 
     def run(msg: Any) -> None:
-        _, run_id, start, n, items_bytes = msg
-        entry = funcs.get(run_id)
+        entry = funcs.get(msg[1])
         if entry is None:
-            if run_id in waiting:
-                waiting[run_id].append(msg)
+            if msg[1] in waiting:
+                waiting[msg[1]].append(msg)
             return  # else its function failed to load for good; already reported
         decoding = monotonic()
+        if msg[0] == "ci":   # positions in the tasks this process inherited (Run.inherited)
+            _, run_id, start, n, key, lo = msg
+            items = setup.preloaded[key][lo:lo + n]
+            if len(items) == n:
+                run_chunk(entry[0], run_id, start, items, view, base, entry[1], report, True,
+                          entry[2], decoding)
+            else:   # the caller's list changed length since the fork: by value, please
+                message("bad", run_id, start, n, pack_exception(IndexError(
+                    f"tasks {lo}..{lo + n - 1} asked; this worker's copy of the tasks holds "
+                    f"{len(setup.preloaded[key])}"), check_pickle=True), False)
+            return
+        _, run_id, start, n, items_bytes = msg
         try:
             items = loads(items_bytes)
             if serialize.is_by_value(items_bytes):  # sent by value: their classes too
@@ -539,6 +552,8 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
         kind = msg[0]
         if kind == "c":
             run(msg + (tail,))
+        elif kind == "ci":
+            run(msg)
         elif kind == "f":
             _, run_id, payload, timing, durations = msg
             try:

@@ -15,6 +15,16 @@ def times_ten(x):
     return x * 10
 
 
+def type_name(x):
+    return type(x).__name__
+
+
+def fails_on_odd(x):
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    return x
+
+
 def busy_ms(x):
     """Busy (not sleeping) for 1 ms: keeps a core, as real work does."""
     end = time.monotonic() + 0.001

@@ -18,7 +18,7 @@ import pytest
 
 import tasks
 from parallelbar_clone import (MemoryLimitError, ProgressPool, SerializationError,
-                               TaskExitError, TaskTimeoutError, progress_map)
+                               TaskExitError, TaskTimeoutError, progress_imap, progress_map)
 from parallelbar_clone.journal import CheckpointMismatchError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -228,6 +228,100 @@ def test_a_task_is_sent_as_soon_as_it_is_encoded(context):
                        chunk_size=1)
     delays = sorted(started - sent[i] for i, started in out)
     assert statistics.median(delays) < 0.02, delays
+
+
+def _spy_headers(monkeypatch):
+    from parallelbar_clone import backends
+    kinds = []
+    send = backends.ProcessBackend.send
+
+    def spy(self, w, header, tail=b""):
+        kinds.append(header[0])
+        return send(self, w, header, tail)
+
+    monkeypatch.setattr(backends.ProcessBackend, "send", spy)
+    return kinds
+
+
+@pytest.mark.parametrize("make", [list, tuple, lambda r: r])
+def test_a_one_call_map_sends_positions_in_the_tasks_its_workers_inherited(monkeypatch, make):
+    """progress_map and its kin under fork: the workers, forked after the tasks list
+    was made, have it; chunks go as positions in it (no pickling in the caller, whose
+    touch of each item would also copy the page the fork shares). Tasks that cannot be
+    pickled (locks here) run, as the function itself does."""
+    kinds = _spy_headers(monkeypatch)
+    tasks_ = make(range(5000))
+    assert progress_map(tasks.times_ten, tasks_, n_cpu=2, disable=True) == \
+        [x * 10 for x in range(5000)]
+    assert "ci" in kinds and "c" not in kinds, sorted(set(kinds))
+    assert progress_imap(tasks.times_ten, tasks_, n_cpu=2, disable=True)[4321] == 43210
+    locks = [threading.Lock() for _ in range(6)]
+    assert progress_map(tasks.type_name, locks, n_cpu=2, disable=True) == ["lock"] * 6
+
+
+def test_positions_in_inherited_tasks_survive_crashes_retries_and_failed_task_lists(
+        monkeypatch):
+    """A worker killed mid-chunk is replaced (forked by the zygote, which inherited the
+    tasks too): its chunk's tasks go again as positions; retried and failed tasks are
+    the caller's own objects."""
+    kinds = _spy_headers(monkeypatch)
+    result = progress_map(tasks.segfaults, list(range(300)), n_cpu=2, chunk_size=40,
+                          error_behavior="coerce", disable=True)
+    assert [r for i, r in enumerate(result) if i != tasks.FAULT_AT] == \
+        [i * 10 for i in range(300) if i != tasks.FAULT_AT]
+    assert isinstance(result[tasks.FAULT_AT], Exception)
+    assert kinds.count("ci") >= 8 and "c" not in kinds, kinds
+    items = list(range(1000, 1100))   # (ints above 256: each its own object)
+    values, failed = progress_map(tasks.fails_on_odd, items, n_cpu=2, retries=1,
+                                  error_behavior="coerce", return_failed_tasks=True,
+                                  disable=True)
+    assert values[::2] == items[::2]
+    assert all(isinstance(v, ValueError) for v in values[1::2])
+    assert failed == items[1::2] and all(f is items[f - 1000] for f in failed)
+
+
+def test_a_tasks_list_grown_after_the_fork_is_sent_by_value(monkeypatch):
+    """The caller's list changed length between the workers' fork and the map (another
+    thread of the caller, say): a worker whose copy lacks the positions asked says so,
+    and the run's tasks go by value from then on. Every task runs, none twice."""
+    from parallelbar_clone import pool as pool_module
+    kinds = _spy_headers(monkeypatch)
+    submit = pool_module.ProgressPool._submit
+
+    def grow_first(self, func, tasks_, mode, options):
+        tasks_.extend(range(1000, 1100))   # (the workers are forked already)
+        return submit(self, func, tasks_, mode, options)
+
+    monkeypatch.setattr(pool_module.ProgressPool, "_submit", grow_first)
+    items = list(range(1000))
+    assert progress_map(tasks.times_ten, items, n_cpu=2, disable=True) == \
+        [x * 10 for x in range(1100)]
+    assert "ci" in kinds and "c" in kinds, sorted(set(kinds))
+
+
+def test_positions_go_only_where_the_workers_have_the_tasks(monkeypatch):
+    """spawn, or a pool started before the tasks existed: the tasks are pickled."""
+    kinds = _spy_headers(monkeypatch)
+    assert progress_map(tasks.times_ten, list(range(50)), n_cpu=2, context="spawn",
+                        disable=True) == [x * 10 for x in range(50)]
+    with ProgressPool(n_cpu=2, disable=True) as pool:
+        assert pool.map(tasks.times_ten, list(range(50))) == [x * 10 for x in range(50)]
+    assert "c" in kinds and "ci" not in kinds, sorted(set(kinds))
+
+
+def test_concurrent_one_call_maps_each_use_their_own_tasks():
+    out = {}
+
+    def one(k):
+        out[k] = progress_map(tasks.times_ten, [k] * 300 + list(range(300)), n_cpu=2,
+                              disable=True)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert out == {k: [k * 10] * 300 + [x * 10 for x in range(300)] for k in range(3)}
 
 
 def test_the_bar_opens_after_the_first_chunks_are_sent(monkeypatch):
