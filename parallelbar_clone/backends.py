@@ -282,13 +282,15 @@ class ProcessBackend:
     def encode_chunk(self, chunk: Any, run: Any) -> None:
         """Serialize a chunk's tasks; raises if neither pickle nor dill can. Tasks the
         workers inherited go as positions (payload None), unless a worker found its
-        copy different (see process_main): then by value, as they are now."""
+        copy different (see process_main): then by value, as they are now. Part of a
+        range goes as a range."""
         tasks = chunk.items
         if isinstance(tasks, InputView):
-            if not run.items_by_value:
+            if run.inherited is not None and not run.items_by_value:
                 chunk.payload, chunk.nbytes = None, 0
                 return
-            tasks = list(tasks)
+            tasks = tasks.source[tasks.lo:tasks.hi] if type(tasks.source) is range \
+                else list(tasks)
         items = serialize.dumps(tasks, main=self.main, force_value=run.items_by_value)
         if run.journal is not None and items[:1] == b"P":  # the digest the journal checks
             chunk.digest = hashlib.blake2b(memoryview(items)[1:], digest_size=16).hexdigest()

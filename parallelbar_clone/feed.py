@@ -82,8 +82,8 @@ class Feeder:
         items: Any = []
         error: Optional[BaseException] = None
         started = monotonic()
-        if run.inherited is not None and not replaying:   # positions only: see InputView
-            tasks = run.inherited[1]
+        tasks = run.inherited[1] if run.inherited is not None else run.ranged
+        if tasks is not None and not replaying:   # positions only: see InputView
             items = InputView(tasks, run.taken, min(len(tasks), run.taken + n))
         else:
             try:

@@ -156,10 +156,12 @@ class ProgressPool:
                     f"{exc}") from exc
         if opts.checkpoint is not None:
             self._open_journal(run)
-        else:
-            key = getattr(self._backend, "inherited_key", lambda tasks: None)(tasks)
+        elif hasattr(self._backend, "inherited_key"):   # process workers
+            key = self._backend.inherited_key(tasks)
             if key is not None:
                 run.inherited = (key, tasks)
+            elif type(tasks) is range:
+                run.ranged = tasks
         if not opts.disable:   # (the manager opens it: see Manager._open_bar)
             postfix = f"resumed={run.resumed}" if run.resumed else None
             submitted = monotonic()

@@ -54,9 +54,9 @@ def guess_total(tasks: Any, total: Optional[int]) -> Optional[int]:
 
 class InputView:
     """Tasks ``lo .. hi-1`` of a list, tuple or range that every worker inherited (see
-    ``Run.inherited``), not copied: the caller's thread neither pickles them nor
-    touches them (after the pool's forks, a touch of an item, a reference count, costs
-    a page copy), unless a task must be sent again or fails."""
+    ``Run.inherited``), or of a range, not copied: the caller's thread neither pickles
+    them nor touches them (after the pool's forks, a touch of an item, a reference
+    count, costs a page copy), unless a task must be sent again or fails."""
 
     __slots__ = ("source", "lo", "hi")
 
@@ -265,6 +265,7 @@ class Run:
         # (a one-call pool under 'fork'): chunks are sent as positions in it (the pool
         # sets it; see ProcessBackend.inherited_key)
         self.inherited: Optional[Tuple[int, Any]] = None
+        self.ranged: Optional[range] = None   # (the pool sets it) sent in slices, as ranges
         self.pacer = InputPacer()
         self.taken = 0                       # positions pulled from the input
         self.exhausted = False               # the input is used up (or failed)

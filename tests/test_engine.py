@@ -309,6 +309,28 @@ def test_positions_go_only_where_the_workers_have_the_tasks(monkeypatch):
     assert "c" in kinds and "ci" not in kinds, sorted(set(kinds))
 
 
+@pytest.mark.parametrize("context", METHODS)
+def test_a_range_goes_to_the_workers_in_slices_not_item_by_item(monkeypatch, context):
+    """A pool started before its tasks (no inheriting): a range is cut into ranges, a
+    few dozen bytes a chunk whatever its length, each task once."""
+    from parallelbar_clone import backends
+    tails = []
+    send = backends.ProcessBackend.send
+
+    def spy(self, w, header, tail=b""):
+        if header[0] == "c":
+            tails.append((header[3], len(tail)))
+        return send(self, w, header, tail)
+
+    monkeypatch.setattr(backends.ProcessBackend, "send", spy)
+    with ProgressPool(n_cpu=2, context=context, disable=True) as pool:
+        got = sorted(pool.imap_unordered(tasks.times_ten, range(7, 200_007)))
+        assert pool.map(tasks.times_ten, range(30, 0, -3)) == list(range(300, 0, -30))
+    assert got == [x * 10 for x in range(7, 200_007)]
+    big = [nbytes for n, nbytes in tails if n >= 1000]
+    assert big and max(big) < 100, sorted(tails)[-5:]
+
+
 def test_concurrent_one_call_maps_each_use_their_own_tasks():
     out = {}
 
