@@ -23,7 +23,7 @@ from .journal import Journal, task_digest
 from .manager import BAR_OPEN_WAIT, Manager, as_exception
 from .options import Options, check_func
 from .results import ResultIterator, collect
-from .run import Run
+from .run import COLLECTED_WAIT, Run
 from .summary import RunSummary
 from .worker import MainReentry, importing_main
 
@@ -114,6 +114,7 @@ class ProgressPool:
                 options: Dict[str, Any]) -> Any:
         """A whole run as a list, in task order ('map', 'imap') or completion order."""
         run = self._submit(func, tasks, mode, options)
+        run.out.interval = COLLECTED_WAIT   # (nobody looks at them one by one)
         return collect(run, self._feeder(run), self._cancel, self._wait_bar)
 
     def _iterate(self, func: Callable[[Any], Any], tasks: Iterable[Any], mode: str,

@@ -35,7 +35,7 @@ from .outcomes import Failure
 from .schedule import ChunkPolicy, InputPacer, read_ahead_allows
 from .summary import RunSummary
 
-__all__ = ["Run", "Chunk", "InputView", "Delivered", "Piece", "Outbox", "guess_total"]
+__all__ = ["Run", "Chunk", "InputView", "Delivered", "Piece", "Outbox", "guess_total", "COLLECTED_WAIT"]
 
 
 def guess_total(tasks: Any, total: Optional[int]) -> Optional[int]:
@@ -181,6 +181,9 @@ class Delivered:
         return i < len(self.flags) and bool(self.flags[i])
 
 
+COLLECTED_WAIT = 0.1   # results gathered into a list wake their consumer this often at most
+
+
 class Outbox:
     """Pieces and messages from the manager to the consuming thread.
 
@@ -283,7 +286,7 @@ class Run:
         self.ready: Deque[Chunk] = deque()   # encoded, waiting for a worker
         self.requeue: Deque[Tuple[int, List[Any]]] = deque()   # to encode again, first
         # results of a whole-list call can wait a little; an iterator's cannot
-        self.out = Outbox(0.1 if mode == "map" else 0.0)
+        self.out = Outbox(COLLECTED_WAIT if mode == "map" else 0.0)
         # -- the manager's
         self.delivered = Delivered()
         self.finished = 0                    # positions with a final outcome

@@ -15,6 +15,10 @@ def times_ten(x):
     return x * 10
 
 
+def megabytes(n):
+    return b"x" * (n << 20)
+
+
 def type_name(x):
     return type(x).__name__
 

@@ -4,6 +4,7 @@ Exactly once at the deadline, per-task failures that stay per task, loops left
 early, input that is slow or raises, bounded memory, nothing left behind, and a
 ``sys.exit`` in a task. Each runs under the default start method and spawn.
 """
+import functools
 import itertools
 import os
 import signal
@@ -329,6 +330,34 @@ def test_a_range_goes_to_the_workers_in_slices_not_item_by_item(monkeypatch, con
     assert got == [x * 10 for x in range(7, 200_007)]
     big = [nbytes for n, nbytes in tails if n >= 1000]
     assert big and max(big) < 100, sorted(tails)[-5:]
+
+
+@pytest.mark.parametrize("call", [progress_map, progress_imap])
+def test_results_gathered_into_a_list_wake_their_consumer_ten_times_a_second(monkeypatch,
+                                                                             call):
+    """Waking the caller's thread costs a worker its core on a busy machine: results
+    that go into a list wait for it up to COLLECTED_WAIT (0.1 s), in progress_imap as
+    in progress_map (it woke once per piece: here about 150)."""
+    from parallelbar_clone import run as run_module
+    wakes = []
+    wake = run_module.Outbox.wake
+    monkeypatch.setattr(run_module.Outbox, "wake", lambda self: (wakes.append(1), wake(self)))
+    items = list(range(600))
+    assert call(functools.partial(tasks.sleep_then, seconds=0.002), items, n_cpu=2,
+                chunk_size=4, disable=True) == items
+    assert len(wakes) < 40, len(wakes)    # 600 x 2 ms / 2 workers: 0.6 s, 150 pieces
+
+
+def test_big_results_wake_their_consumer_at_once(monkeypatch):
+    """...but results holding more than half the read-ahead's bytes (8 MB) do not wait:
+    until the consumer takes them, no more input is read."""
+    from parallelbar_clone import run as run_module
+    wakes = []
+    wake = run_module.Outbox.wake
+    monkeypatch.setattr(run_module.Outbox, "wake", lambda self: (wakes.append(1), wake(self)))
+    out = progress_map(tasks.megabytes, [9] * 6, n_cpu=2, chunk_size=1, disable=True)
+    assert [len(b) for b in out] == [9 << 20] * 6
+    assert len(wakes) >= 6, len(wakes)
 
 
 def test_concurrent_one_call_maps_each_use_their_own_tasks():
