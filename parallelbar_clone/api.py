@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional
 from .options import (NEW_OPTION_NAMES, POOL_FIELDS, NewOptions, Options, check_func,
                       parameters_doc)
 from .pool import ProgressPool, _Star
+from .run import SEQUENCES
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -90,7 +91,7 @@ def _run(mode: str, func: Callable[..., Any], tasks: Iterable[Any], kwargs: dict
                       "`import parallelbar_clone.pandas`", UserWarning, stacklevel=3)
     # The workers of a 'fork' pool inherit func (no pickling, even of what cannot pickle)
     # and a list, tuple or range of tasks (sent as positions in it: see Run.inherited).
-    preload = (func, tasks) if type(tasks) in (list, tuple, range) else (func,)
+    preload = (func, tasks) if type(tasks) in SEQUENCES else (func,)
     pool = ProgressPool(**pool_args, _preload=preload, _one_call=True)
     ok = False
     try:

@@ -27,7 +27,7 @@ except ImportError:  # Windows
 from . import serialize
 from .errors import SerializationError
 from .options import Options
-from .run import InputView
+from .run import SEQUENCES, InputView
 from .serialize import MainRefs
 from .worker import (DONE, ERR, POS, RUN, SLOT_WIDTH, SPAN, START, Abandoned, ThreadSlot,
                      WorkerSetup, main_info, process_main, thread_main, zygote_main)
@@ -157,7 +157,7 @@ class ProcessBackend:
     def inherited_key(self, tasks: Any) -> Optional[int]:
         """The key of ``tasks`` if every worker inherits it: a list, tuple or range
         preloaded into a 'fork' pool (made before the pool's forks), else None."""
-        if self.method != "fork" or type(tasks) not in (list, tuple, range):
+        if self.method != "fork" or type(tasks) not in SEQUENCES:
             return None
         for key, known in self._preloaded.items():
             if known is tasks:
@@ -275,8 +275,7 @@ class ProcessBackend:
             w.runs.add(run.id)
         items = chunk.items
         if chunk.payload is None and isinstance(items, InputView):   # see encode_chunk
-            return self.send(w, ("ci", run.id, chunk.start, len(items), run.inherited[0],
-                                 items.lo))
+            return self.send(w, ("ci", run.id, chunk.start, len(items), run.inherited, items.lo))
         return self.send(w, ("c", run.id, chunk.start, len(items)), chunk.payload)
 
     def encode_chunk(self, chunk: Any, run: Any) -> None:

@@ -82,7 +82,7 @@ class Feeder:
         items: Any = []
         error: Optional[BaseException] = None
         started = monotonic()
-        tasks = run.inherited[1] if run.inherited is not None else run.ranged
+        tasks = run.sliced
         if tasks is not None and not replaying:   # positions only: see InputView
             items = InputView(tasks, run.taken, min(len(tasks), run.taken + n))
         else:

@@ -158,11 +158,9 @@ class ProgressPool:
         if opts.checkpoint is not None:
             self._open_journal(run)
         elif hasattr(self._backend, "inherited_key"):   # process workers
-            key = self._backend.inherited_key(tasks)
-            if key is not None:
-                run.inherited = (key, tasks)
-            elif type(tasks) is range:
-                run.ranged = tasks
+            run.inherited = self._backend.inherited_key(tasks)
+            if run.inherited is not None or type(tasks) is range:
+                run.sliced = tasks
         if not opts.disable:   # (the manager opens it: see Manager._open_bar)
             postfix = f"resumed={run.resumed}" if run.resumed else None
             submitted = monotonic()

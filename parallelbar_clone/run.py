@@ -35,7 +35,10 @@ from .outcomes import Failure
 from .schedule import ChunkPolicy, InputPacer, read_ahead_allows
 from .summary import RunSummary
 
-__all__ = ["Run", "Chunk", "InputView", "Delivered", "Piece", "Outbox", "guess_total", "COLLECTED_WAIT"]
+__all__ = ["Run", "Chunk", "InputView", "Delivered", "Piece", "Outbox", "guess_total",
+           "COLLECTED_WAIT", "SEQUENCES"]
+
+SEQUENCES = (list, tuple, range)   # tasks read by position: no user code runs to pull them
 
 
 def guess_total(tasks: Any, total: Optional[int]) -> Optional[int]:
@@ -53,8 +56,8 @@ def guess_total(tasks: Any, total: Optional[int]) -> Optional[int]:
 
 
 class InputView:
-    """Tasks ``lo .. hi-1`` of a list, tuple or range that every worker inherited (see
-    ``Run.inherited``), or of a range, not copied: the caller's thread neither pickles
+    """Tasks ``lo .. hi-1`` of ``Run.sliced`` (a list, tuple or range that every worker
+    inherited, or a range), not copied: the caller's thread neither pickles
     them nor touches them (after the pool's forks, a touch of an item, a reference
     count, costs a page copy), unless a task must be sent again or fails."""
 
@@ -263,12 +266,13 @@ class Run:
         self.summary.started()
         # -- the consuming thread's
         self.source: Any = iter(tasks)
-        self.safe_source = type(tasks) in (list, tuple, range)  # no user code to pull it
-        # (key, tasks): every worker inherited the tasks object, forked after it was made
-        # (a one-call pool under 'fork'): chunks are sent as positions in it (the pool
-        # sets it; see ProcessBackend.inherited_key)
-        self.inherited: Optional[Tuple[int, Any]] = None
-        self.ranged: Optional[range] = None   # (the pool sets it) sent in slices, as ranges
+        self.safe_source = type(tasks) in SEQUENCES  # no user code to pull it
+        # Set by the pool: the tasks, read as InputViews, not item by item; and the key
+        # under which every worker inherited them (a one-call pool under 'fork', forked
+        # after they were made: see ProcessBackend.inherited_key), whose chunks are then
+        # sent as positions. Else (a range) a chunk is sent as a range.
+        self.sliced: Optional[Any] = None
+        self.inherited: Optional[int] = None
         self.pacer = InputPacer()
         self.taken = 0                       # positions pulled from the input
         self.exhausted = False               # the input is used up (or failed)

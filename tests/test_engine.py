@@ -231,17 +231,30 @@ def test_a_task_is_sent_as_soon_as_it_is_encoded(context):
     assert statistics.median(delays) < 0.02, delays
 
 
-def _spy_headers(monkeypatch):
+def _spy_headers(monkeypatch, tails=None):
+    """The kind of every message the pool sends its workers, in a list filled as they
+    go; ``tails``, if given, gets (tasks, tail bytes) of each pickled chunk."""
     from parallelbar_clone import backends
     kinds = []
     send = backends.ProcessBackend.send
 
     def spy(self, w, header, tail=b""):
         kinds.append(header[0])
+        if tails is not None and header[0] == "c":
+            tails.append((header[3], len(tail)))
         return send(self, w, header, tail)
 
     monkeypatch.setattr(backends.ProcessBackend, "send", spy)
     return kinds
+
+
+def _count_wakes(monkeypatch):
+    """A list that grows by one at each wake of a consuming thread."""
+    from parallelbar_clone import run as run_module
+    wakes = []
+    wake = run_module.Outbox.wake
+    monkeypatch.setattr(run_module.Outbox, "wake", lambda self: (wakes.append(1), wake(self)))
+    return wakes
 
 
 @pytest.mark.parametrize("make", [list, tuple, lambda r: r])
@@ -314,16 +327,8 @@ def test_positions_go_only_where_the_workers_have_the_tasks(monkeypatch):
 def test_a_range_goes_to_the_workers_in_slices_not_item_by_item(monkeypatch, context):
     """A pool started before its tasks (no inheriting): a range is cut into ranges, a
     few dozen bytes a chunk whatever its length, each task once."""
-    from parallelbar_clone import backends
     tails = []
-    send = backends.ProcessBackend.send
-
-    def spy(self, w, header, tail=b""):
-        if header[0] == "c":
-            tails.append((header[3], len(tail)))
-        return send(self, w, header, tail)
-
-    monkeypatch.setattr(backends.ProcessBackend, "send", spy)
+    _spy_headers(monkeypatch, tails)
     with ProgressPool(n_cpu=2, context=context, disable=True) as pool:
         got = sorted(pool.imap_unordered(tasks.times_ten, range(7, 200_007)))
         assert pool.map(tasks.times_ten, range(30, 0, -3)) == list(range(300, 0, -30))
@@ -338,10 +343,7 @@ def test_results_gathered_into_a_list_wake_their_consumer_ten_times_a_second(mon
     """Waking the caller's thread costs a worker its core on a busy machine: results
     that go into a list wait for it up to COLLECTED_WAIT (0.1 s), in progress_imap as
     in progress_map (it woke once per piece: here about 150)."""
-    from parallelbar_clone import run as run_module
-    wakes = []
-    wake = run_module.Outbox.wake
-    monkeypatch.setattr(run_module.Outbox, "wake", lambda self: (wakes.append(1), wake(self)))
+    wakes = _count_wakes(monkeypatch)
     items = list(range(600))
     assert call(functools.partial(tasks.sleep_then, seconds=0.002), items, n_cpu=2,
                 chunk_size=4, disable=True) == items
@@ -351,10 +353,7 @@ def test_results_gathered_into_a_list_wake_their_consumer_ten_times_a_second(mon
 def test_big_results_wake_their_consumer_at_once(monkeypatch):
     """...but results holding more than half the read-ahead's bytes (8 MB) do not wait:
     until the consumer takes them, no more input is read."""
-    from parallelbar_clone import run as run_module
-    wakes = []
-    wake = run_module.Outbox.wake
-    monkeypatch.setattr(run_module.Outbox, "wake", lambda self: (wakes.append(1), wake(self)))
+    wakes = _count_wakes(monkeypatch)
     out = progress_map(tasks.megabytes, [9] * 6, n_cpu=2, chunk_size=1, disable=True)
     assert [len(b) for b in out] == [9 << 20] * 6
     assert len(wakes) >= 6, len(wakes)

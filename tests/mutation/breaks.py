@@ -319,7 +319,7 @@ BREAKS = [
     Break("inherited-tasks-pickled", "a one-call map under fork sends positions in the "
           "tasks its workers inherited",
           "parallelbar_clone/backends.py",
-          "        if self.method != \"fork\" or type(tasks) not in (list, tuple, range):",
+          "        if self.method != \"fork\" or type(tasks) not in SEQUENCES:",
           "        if True:",
           ["tests/test_engine.py::test_a_one_call_map_sends_positions_in_the_tasks_its_workers_inherited"]),
     Break("inherited-positions-shifted", "a worker takes the positions it is sent",
@@ -329,8 +329,8 @@ BREAKS = [
           ["tests/test_engine.py::test_a_one_call_map_sends_positions_in_the_tasks_its_workers_inherited"]),
     Break("range-sent-item-by-item", "a range goes to the workers in slices",
           "parallelbar_clone/pool.py",
-          "            elif type(tasks) is range:",
-          "            elif False:",
+          "            if run.inherited is not None or type(tasks) is range:",
+          "            if run.inherited is not None:",
           ["tests/test_engine.py::test_a_range_goes_to_the_workers_in_slices_not_item_by_item"]),
     Break("collected-results-wake-each-piece", "results gathered into a list wake their "
           "consumer ten times a second at most",
