@@ -31,7 +31,6 @@ from .errors import (InitializerError, MemoryLimitError, ParallelBarError, RunTi
                      SerializationError, TaskTimeoutError, WorkerDiedError, describe_death)
 from .outcomes import Failure
 from .run import Chunk, Piece, Run
-from .schedule import READ_AHEAD_BYTES
 from .zygote import FORK_GATE
 
 log = logging.getLogger("parallelbar_clone")
@@ -623,9 +622,8 @@ class Manager:
         piece.skip = skip or None
         run.bytes_out += piece.nbytes
         # (results of a whole-list call wait for the consumer's next wake, unless many
-        # pieces or bytes wait: those bytes hold the input back, see read_ahead_allows)
-        run.out.put(("p", piece), urgent=len(run.out.items) > 64
-                    or run.held_bytes() > READ_AHEAD_BYTES // 2)
+        # pieces or bytes wait: see Outbox)
+        run.out.put(("p", piece), nbytes=piece.nbytes, urgent=len(run.out.items) > 64)
         self._maybe_finish(run)
 
     @staticmethod

@@ -184,7 +184,8 @@ class Delivered:
         return i < len(self.flags) and bool(self.flags[i])
 
 
-COLLECTED_WAIT = 0.1   # results gathered into a list wake their consumer this often at most
+COLLECTED_WAIT = 0.1   # results gathered into a list wake their consumer this often at most...
+WAKE_BYTES = 32 << 10  # ...unless those waiting hold this many bytes
 
 
 class Outbox:
@@ -193,27 +194,32 @@ class Outbox:
     Waking a thread costs a context switch, and on a machine whose cores all run
     workers it costs a worker its core: so the manager wakes the consumer at once
     only for what cannot wait (the end, a failure, tasks to encode again, input
-    running low), and for results at most every ``interval`` seconds; the consumer
-    also looks on its own every ``WAIT`` seconds."""
+    running low), and for results at most every ``interval`` seconds, unless those
+    waiting hold ``WAKE_BYTES`` (decoding them is worth a wake, and done while the
+    workers run rather than all at the end); the consumer also looks on its own
+    every ``WAIT`` seconds."""
 
-    __slots__ = ("items", "event", "interval", "woken", "due")
+    __slots__ = ("items", "event", "interval", "woken", "due", "waiting")
 
     def __init__(self, interval: float) -> None:
         self.items: Deque[Any] = deque()
         self.event = threading.Event()
         self.interval = interval
         self.woken = 0.0
-        self.due = False            # results wait for the next wake
+        self.due = False            # results wait for the next wake...
+        self.waiting = 0            # ...holding this many bytes
 
-    def put(self, message: Any, urgent: bool = False) -> None:
+    def put(self, message: Any, urgent: bool = False, nbytes: int = 0) -> None:
         self.items.append(message)
-        if urgent or not self.interval:
+        self.waiting += nbytes
+        if urgent or not self.interval or self.waiting >= WAKE_BYTES:
             self.wake()
         else:
             self.due = True
 
     def wake(self) -> None:
         self.due = False
+        self.waiting = 0
         self.woken = monotonic()
         self.event.set()
 

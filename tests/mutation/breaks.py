@@ -335,14 +335,16 @@ BREAKS = [
     Break("collected-results-wake-each-piece", "results gathered into a list wake their "
           "consumer ten times a second at most",
           "parallelbar_clone/manager.py",
-          "urgent=len(run.out.items) > 64\n                    or run.held_bytes() > READ_AHEAD_BYTES // 2)",
-          "urgent=run.out.items and (len(run.out.items) > 64\n                    or run.held_bytes() > READ_AHEAD_BYTES // 2))",
+          "urgent=len(run.out.items) > 64)",
+          "urgent=run.out.items and len(run.out.items) > 64)",
           ["tests/test_engine.py::test_results_gathered_into_a_list_wake_their_consumer_ten_times_a_second"]),
-    Break("big-results-wait", "results holding many bytes wake their consumer at once",
-          "parallelbar_clone/manager.py",
-          "                    or run.held_bytes() > READ_AHEAD_BYTES // 2)",
-          "                    or False)",
-          ["tests/test_engine.py::test_big_results_wake_their_consumer_at_once"]),
+    Break("results-worth-decoding-wait", "results holding WAKE_BYTES wake their consumer "
+          "(it decodes them while the workers run)",
+          "parallelbar_clone/run.py",
+          "if urgent or not self.interval or self.waiting >= WAKE_BYTES:",
+          "if urgent or not self.interval:",
+          ["tests/test_engine.py::test_results_worth_decoding_wake_their_consumer_while_the_"
+           "workers_run", "tests/test_engine.py::test_big_results_wake_their_consumer_at_once"]),
     Break("imap-collected-wakes-each-piece", "progress_imap's results wait as map's do",
           "parallelbar_clone/pool.py",
           "        run.out.interval = COLLECTED_WAIT   # (nobody looks at them one by one)",
