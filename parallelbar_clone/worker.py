@@ -226,9 +226,12 @@ class WorkerSetup:
     caller's main script (``('path', file)`` or ``('name', module)``), as
     multiprocessing does under spawn and forkserver; None for a forked worker,
     which has it already. ``preloaded``: functions the zygote inherited, by key.
+    ``policy``: the scheduling policy of the thread that made the pool, which a worker
+    started from one of our threads (spawn, forkserver) takes back from it (see
+    :func:`.zygote.yield_to_workers`).
     """
 
-    __slots__ = ("init", "main", "preloaded", "watch_parent")
+    __slots__ = ("init", "main", "preloaded", "watch_parent", "policy")
 
     def __init__(self, init: Any = None, main: Optional[Tuple[str, str]] = None,
                  preloaded: Optional[Dict[int, Any]] = None, watch_parent: bool = True) -> None:
@@ -236,12 +239,16 @@ class WorkerSetup:
         self.main = main
         self.preloaded = preloaded or {}
         self.watch_parent = watch_parent
+        try:
+            self.policy: Optional[int] = os.sched_getscheduler(0)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            self.policy = None
 
     def __getstate__(self) -> Any:
-        return (self.init, self.main, None, self.watch_parent)
+        return (self.init, self.main, None, self.watch_parent, self.policy)
 
     def __setstate__(self, state: Any) -> None:
-        self.init, self.main, self.preloaded, self.watch_parent = state
+        self.init, self.main, self.preloaded, self.watch_parent, self.policy = state
         self.preloaded = {}
 
 
@@ -406,6 +413,16 @@ def _own_process_group() -> None:
         pass
 
 
+def _take_policy(policy: Optional[int]) -> None:
+    """Run with the scheduling policy of the thread that made the pool, not the one
+    inherited from the thread of ours that started this process."""
+    try:
+        if policy is not None and os.sched_getscheduler(0) != policy:  # type: ignore
+            os.sched_setscheduler(0, policy, os.sched_param(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        pass
+
+
 def _watch_parent() -> None:
     """Exit at once if the main process dies, even in the middle of a long task."""
     import multiprocessing
@@ -470,6 +487,7 @@ def process_main(task_conn: Any, result_conn: Any, slots: Any, index: int,
     """Entry point of a worker process."""
     _silence_sigint()
     _own_process_group()
+    _take_policy(setup.policy)
     if setup.watch_parent:
         _watch_parent()
     view = memoryview(slots).cast("B").cast("d")

@@ -351,3 +351,8 @@ def prints_unflushed(x):
     seen only if the worker exits as a worker should, flushing its streams."""
     print(f"task {x} was here")
     return x
+
+
+def sched_policy(x):
+    """This worker's scheduling policy (Linux)."""
+    return os.sched_getscheduler(0)

@@ -371,6 +371,26 @@ def test_results_worth_decoding_wake_their_consumer_while_the_workers_run(monkey
     assert len(wakes) >= 12, len(wakes)
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="a Linux scheduling policy")
+@pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
+def test_our_threads_wait_for_a_tick_when_woken_and_the_workers_do_not(context, tmp_path):
+    """The manager, bar and journal threads are SCHED_BATCH: woken by a worker's result
+    they do not take a busy worker's core between two of its tasks (yield_to_workers).
+    Workers, the first and their replacements (forked by the zygote, or spawned from
+    the manager's thread), keep the normal policy."""
+    seen = {}
+    with ProgressPool(2, context=context, maxtasksperchild=1) as pool:
+        policies = pool.map(tasks.sched_policy, range(6),
+                            checkpoint=str(tmp_path / "run.db"))
+        for t in threading.enumerate():
+            if t.name.startswith("parallelbar-"):
+                seen[t.name] = os.sched_getscheduler(t.native_id)
+    assert policies == [os.SCHED_OTHER] * 6
+    assert seen.get("parallelbar-manager") == os.SCHED_BATCH, seen
+    assert seen.get("parallelbar-bars") == os.SCHED_BATCH, seen
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER   # (the caller's thread: its own)
+
+
 def test_concurrent_one_call_maps_each_use_their_own_tasks():
     out = {}
 
