@@ -16,6 +16,7 @@ right at its deadline yields its value or its ``TaskTimeoutError``, never both.
 from __future__ import annotations
 
 import heapq
+import os
 import logging
 import queue
 import signal
@@ -44,6 +45,7 @@ PREFETCH_TASK = 0.025           # of tasks this short (where a round trip matter
 PREFETCH_BYTES = 16384          # never fills a pipe (a quarter of a grown one): sends can't block
 BAR_OPEN_WAIT = 0.05            # a run's bar opens once every worker has work queued...
 RAMPED_SECONDS = 0.005          # ...for this long by the measured task time, or after BAR_OPEN_WAIT
+FED_SECONDS = 0.02              # work queued behind a worker's running chunk: it can wait
 HAND_OVER_WAIT = 0.005          # a consumer waits this long at most for a hungry worker's send
 KILL_GRACE = 0.3                # SIGTERM, then SIGKILL after this long
 STARTUP_DEATHS = 3              # consecutive workers dying before 'ready' => broken pool
@@ -97,6 +99,7 @@ class Manager:
         self.wake_at: Optional[float] = None   # in how long a consumer is due a wake
         self.closed = threading.Event()
         self.hungry = False                  # a worker waits and nothing is encoded for it
+        self.yielding: Optional[bool] = None  # SCHED_BATCH now (None: not to be changed)
         self.busy = True                     # in a pass: between two waits (see hand_over)
         self.turn = 0                        # where the next dispatch pass starts
         self.dispatched = threading.Event()  # set after each dispatch pass (see hand_over)
@@ -143,6 +146,11 @@ class Manager:
     # ------------------------------------------------------------------ the loop
     def _main(self) -> None:
         FORK_GATE.register()
+        try:   # (only from the normal policy: a thread the caller made otherwise stays so)
+            if os.sched_getscheduler(0) == os.SCHED_OTHER:  # type: ignore[attr-defined]
+                self.yielding = False
+        except (AttributeError, OSError):
+            pass
         if hasattr(signal, "pthread_sigmask"):
             # Workers inherit this thread's signal mask: SIGINT stays blocked in them until
             # they ignore it, so Ctrl-C reaches only the main process.
@@ -179,6 +187,7 @@ class Manager:
                 # thread for up to its switch interval, 5 ms, while workers wait)
                 self._wake_consumers(monotonic())
                 tick = self._tick()
+                self._yield_while_fed()
                 self.busy = False
                 self.dispatched.set()   # (a consumer may have found it busy just now)
             events = self.backend.wait(self.workers, self.dying, tick)
@@ -195,6 +204,38 @@ class Manager:
                 self._release_retries(now)
                 self._check_guards(now)
                 self._flush_bars(now)
+
+    def _yield_while_fed(self) -> None:
+        """While every worker has ``FED_SECONDS`` of work queued behind its running
+        chunk, this thread waits for the scheduler's next tick when a result wakes it,
+        rather than take that worker's core at once (``SCHED_BATCH``, Linux). On a
+        machine whose cores all run workers, it ran in the sender's place between two
+        of its tasks: a chunk boundary cost ~0.5 ms though the next chunk was queued.
+        Else (the first chunks, the tail, a worker waiting) it answers at once, as a
+        tick's wait (4 to 9 ms seen on 16 cores) would leave workers idle. Same share of
+        the CPU either way; a process started from this thread (a spawned worker)
+        inherits the policy and takes back its maker's (``WorkerSetup.policy``)."""
+        if self.yielding is None:
+            return
+        fed = bool(self.runs) and all(self._fed(w) for w in self.workers
+                                      if not (w.retiring or w.dead))
+        if fed != self.yielding:
+            try:
+                os.sched_setscheduler(0, os.SCHED_BATCH if fed else  # type: ignore
+                                      os.SCHED_OTHER, os.sched_param(0))  # type: ignore
+                self.yielding = fed
+            except OSError:
+                log.debug("cannot change the manager's scheduling policy", exc_info=True)
+                self.yielding = None
+
+    @staticmethod
+    def _fed(w: Worker) -> bool:
+        if len(w.inflight) < 2:
+            return False
+        running = w.inflight[0]
+        per_task = w.inflight[1].run.policy.per_task
+        return per_task is not None and (sum(c.end - c.done for c in w.inflight)
+                                         - (running.end - running.done)) * per_task >= FED_SECONDS
 
     def _wake_consumers(self, now: float) -> None:
         """Results waiting long enough, or input running low: the consumer's turn."""

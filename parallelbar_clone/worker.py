@@ -227,8 +227,8 @@ class WorkerSetup:
     multiprocessing does under spawn and forkserver; None for a forked worker,
     which has it already. ``preloaded``: functions the zygote inherited, by key.
     ``policy``: the scheduling policy of the thread that made the pool, which a worker
-    started from one of our threads (spawn, forkserver) takes back from it (see
-    :func:`.zygote.yield_to_workers`).
+    started from the manager's thread (spawn, forkserver) takes back from it (see
+    ``Manager._yield_while_fed``).
     """
 
     __slots__ = ("init", "main", "preloaded", "watch_parent", "policy")

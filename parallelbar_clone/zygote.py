@@ -69,24 +69,6 @@ def supported() -> bool:
     return hasattr(os, "fork") and hasattr(socket, "AF_UNIX") and sys.platform != "win32"
 
 
-def yield_to_workers() -> None:
-    """Let the calling thread, one of ours in the caller's process (the manager, the
-    bars, the journal), wait for the scheduler's next tick when it wakes rather than
-    take a running worker's core at once (``SCHED_BATCH``, Linux; elsewhere nothing).
-
-    On a machine whose cores all run workers, each result a worker sent woke the
-    manager, which ran in that worker's place between two of its tasks: a chunk
-    boundary cost a worker about 0.5 ms though its next chunk was already queued. The
-    thread still runs at once on an idle core (a worker waiting for work leaves one)
-    and gets its full share of a busy one. A process it starts (a spawned worker)
-    inherits the policy: a worker takes back that of the pool's maker
-    (``WorkerSetup.policy``)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # type: ignore
-    except (AttributeError, OSError):   # not Linux, or not allowed here: no matter
-        log.debug("could not make a thread yield to workers", exc_info=True)
-
-
 # ---------------------------------------------------------------- parking our threads
 
 class ForkGate:
@@ -109,11 +91,9 @@ class ForkGate:
         self._ours: Dict[int, int] = {}   # thread ident -> nesting depth, for the count
 
     def register(self) -> None:
-        """Count the calling thread as ours (for the fork warning check); it yields to
-        workers from now on (:func:`yield_to_workers`)."""
+        """Count the calling thread as ours (for the fork warning check)."""
         with self._cond:
             self._ours[threading.get_ident()] = 0
-        yield_to_workers()
 
     def unregister(self) -> None:
         with self._cond:

@@ -21,6 +21,7 @@ import tasks
 from parallelbar_clone import (MemoryLimitError, ProgressPool, SerializationError,
                                TaskExitError, TaskTimeoutError, progress_imap, progress_map)
 from parallelbar_clone.journal import CheckpointMismatchError
+from parallelbar_clone.manager import Manager
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ["fork", "spawn"]
@@ -371,24 +372,69 @@ def test_results_worth_decoding_wake_their_consumer_while_the_workers_run(monkey
     assert len(wakes) >= 12, len(wakes)
 
 
+def _policies_seen(thread, stop):
+    """The scheduling policies a thread of ours has, sampled every 0.5 ms until stop."""
+    seen = set()
+
+    def sample():
+        while not stop.is_set():
+            seen.add(os.sched_getscheduler(thread.native_id))
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    return seen, sampler
+
+
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="a Linux scheduling policy")
-@pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
-def test_our_threads_wait_for_a_tick_when_woken_and_the_workers_do_not(context, tmp_path):
-    """The manager, bar and journal threads are SCHED_BATCH: woken by a worker's result
-    they do not take a busy worker's core between two of its tasks (yield_to_workers).
-    Workers, the first and their replacements (forked by the zygote, or spawned from
-    the manager's thread), keep the normal policy."""
-    seen = {}
-    with ProgressPool(2, context=context, maxtasksperchild=1) as pool:
-        policies = pool.map(tasks.sched_policy, range(6),
-                            checkpoint=str(tmp_path / "run.db"))
-        for t in threading.enumerate():
-            if t.name.startswith("parallelbar-"):
-                seen[t.name] = os.sched_getscheduler(t.native_id)
+def test_the_manager_yields_to_workers_only_while_each_has_work_queued():
+    """While every worker has FED_SECONDS (20 ms) of work queued behind its running
+    chunk, the manager waits for a tick when a result wakes it (SCHED_BATCH) rather than
+    take the sender's core between two of its tasks; during the first chunks and once
+    the work runs out it answers at once (the normal policy)."""
+    stop = threading.Event()
+    with ProgressPool(2, disable=True) as pool:
+        manager = pool._manager.thread
+        seen, sampler = _policies_seen(manager, stop)
+        try:   # chunks of 8 tasks of 5 ms: 40 ms queued behind each running one
+            assert pool.map(functools.partial(tasks.sleep_then, seconds=0.005), range(200),
+                            chunk_size=8) == list(range(200))
+        finally:
+            stop.set()
+            sampler.join()
+        time.sleep(0.15)   # (the manager's idle tick: it looks again)
+        after = os.sched_getscheduler(manager.native_id)
+    assert seen == {os.SCHED_OTHER, os.SCHED_BATCH}, seen
+    assert after == os.SCHED_OTHER
+    stop.clear()
+    with ProgressPool(2, disable=True) as pool:   # 1 ms queued: never
+        seen, sampler = _policies_seen(pool._manager.thread, stop)
+        try:
+            pool.map(functools.partial(tasks.sleep_then, seconds=0.001), range(200),
+                     chunk_size=1)
+        finally:
+            stop.set()
+            sampler.join()
+    assert seen == {os.SCHED_OTHER}, seen
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="a Linux scheduling policy")
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_workers_started_by_a_yielding_manager_run_with_their_makers_policy(
+        monkeypatch, context):
+    """A process inherits the policy of the thread that starts it: workers spawned by
+    the manager while it yields (SCHED_BATCH) take back the pool maker's."""
+    monkeypatch.setattr(Manager, "_fed", staticmethod(lambda w: True))  # (always yielding)
+    stop = threading.Event()
+    with ProgressPool(2, context=context, maxtasksperchild=1, disable=True) as pool:
+        seen, sampler = _policies_seen(pool._manager.thread, stop)
+        try:
+            policies = pool.map(tasks.sched_policy, range(6))
+        finally:
+            stop.set()
+            sampler.join()
+    assert os.SCHED_BATCH in seen
     assert policies == [os.SCHED_OTHER] * 6
-    assert seen.get("parallelbar-manager") == os.SCHED_BATCH, seen
-    assert seen.get("parallelbar-bars") == os.SCHED_BATCH, seen
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER   # (the caller's thread: its own)
 
 
 def test_concurrent_one_call_maps_each_use_their_own_tasks():

@@ -350,19 +350,25 @@ BREAKS = [
           "        run.out.interval = COLLECTED_WAIT   # (nobody looks at them one by one)",
           "        pass",
           ["tests/test_engine.py::test_results_gathered_into_a_list_wake_their_consumer_ten_times_a_second"]),
-    Break("threads-take-workers-cores", "our threads wait for a tick when woken "
-          "(SCHED_BATCH)",
-          "parallelbar_clone/zygote.py",
-          "            self._ours[threading.get_ident()] = 0\n        yield_to_workers()",
-          "            self._ours[threading.get_ident()] = 0",
-          ["tests/test_engine.py::test_our_threads_wait_for_a_tick_when_woken_and_the_workers_"
-           "do_not[fork]"]),
+    Break("manager-takes-workers-cores", "while every worker has work queued, the "
+          "manager waits for a tick when woken (SCHED_BATCH)",
+          "parallelbar_clone/manager.py",
+          "                self._yield_while_fed()\n",
+          "",
+          ["tests/test_engine.py::test_the_manager_yields_to_workers_only_while_each_has_work_"
+           "queued"]),
+    Break("manager-yields-to-hungry-workers", "...and answers at once otherwise",
+          "parallelbar_clone/manager.py",
+          "        fed = bool(self.runs) and all(",
+          "        fed = bool(self.runs) or all(",
+          ["tests/test_engine.py::test_the_manager_yields_to_workers_only_while_each_has_work_"
+           "queued"]),
     Break("workers-keep-our-policy", "spawned workers run with the pool maker's policy",
           "parallelbar_clone/worker.py",
           "    _take_policy(setup.policy)\n",
           "",
-          ["tests/test_engine.py::test_our_threads_wait_for_a_tick_when_woken_and_the_workers_"
-           "do_not[spawn]"]),
+          ["tests/test_engine.py::test_workers_started_by_a_yielding_manager_run_with_their_"
+           "makers_policy[spawn]"]),
     Break("manager-never-idle", "the manager is idle between passes",
           "parallelbar_clone/manager.py",
           "                self.busy = False\n",
