@@ -185,7 +185,7 @@ class Delivered:
 
 
 COLLECTED_WAIT = 0.1   # results gathered into a list wake their consumer this often at most...
-WAKE_BYTES = 32 << 10  # ...unless those waiting hold this many bytes
+WAKE_BYTES = 4 << 10   # ...unless those waiting hold this many bytes
 
 
 class Outbox:
@@ -195,9 +195,11 @@ class Outbox:
     workers it costs a worker its core: so the manager wakes the consumer at once
     only for what cannot wait (the end, a failure, tasks to encode again, input
     running low), and for results at most every ``interval`` seconds, unless those
-    waiting hold ``WAKE_BYTES`` (decoding them is worth a wake, and done while the
-    workers run rather than all at the end); the consumer also looks on its own
-    every ``WAIT`` seconds."""
+    waiting hold ``WAKE_BYTES``: decoding them is worth a wake, and is done while the
+    workers run rather than all at the end, a little at a time (the consumer keeps
+    the GIL while pieces wait: decoding 32 KB at a time, the manager waited for it,
+    and on 16 cores waiting for work between 1 ms tasks went 1.9 % -> 3.4 %). The
+    consumer also looks on its own every ``WAIT`` seconds."""
 
     __slots__ = ("items", "event", "interval", "woken", "due", "waiting")
 

@@ -361,12 +361,12 @@ def test_big_results_wake_their_consumer_at_once(monkeypatch):
 
 
 def test_results_worth_decoding_wake_their_consumer_while_the_workers_run(monkeypatch):
-    """...nor do small pieces that together hold WAKE_BYTES (32 KB): decoding them is the
+    """...nor do pieces that together hold WAKE_BYTES (4 KB): decoding them is the
     consumer's work, to be done while the workers run, not all at the end (200 000
     trivial tasks on 2 cores took 1.7 times as long when it waited). 40 results of
-    16 KB in 0.1 s: about 20 wakes by bytes, 2 by time."""
+    3 KB in 0.1 s: about 20 wakes by bytes, 2 by time."""
     wakes = _count_wakes(monkeypatch)
-    items = [bytes([i]) * (16 << 10) for i in range(40)]
+    items = [bytes([i]) * 3000 for i in range(40)]
     assert progress_map(functools.partial(tasks.sleep_then, seconds=0.005), items, n_cpu=2,
                         chunk_size=1, disable=True) == items
     assert len(wakes) >= 12, len(wakes)
