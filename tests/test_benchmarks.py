@@ -160,3 +160,17 @@ def test_the_timeline_still_finds_the_engine_parts_it_stamps(tmp_path):
     assert "Pool.map 0: total" in out.stdout
     stamped = {line.split()[1].split("w")[0] for line in events.read_text().splitlines()[1:]}
     assert {"start>", "<start", "send", "msg", "enc", "dec", "<close"} <= stamped, stamped
+
+
+def test_the_before_after_script_runs_a_commit_beside_the_working_tree():
+    """benchmarks/ab.py copies each revision out of git as its own package and times
+    them side by side: every contender gets each round, with ratios paired per round."""
+    import subprocess
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "ab.py"), "--workers", "2",
+                          "--rounds", "3", "HEAD", "worktree"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("trivial, 200,000 tasks, 2 workers, 3 rotated rounds"), lines
+    assert [line.split()[0] for line in lines[1:]] == ["Pool.map", "HEAD", "worktree"], lines
+    assert "x Pool paired" in lines[2] and "x HEAD paired" in lines[3], lines
