@@ -67,7 +67,8 @@ from .errors import SerializationError
 RUN, POS, START, DONE, ERR, SPAN = range(6)
 SLOT_WIDTH = 6
 MAX_STRIDE = 2048
-BATCH_SECONDS = 0.01     # batches of quick tasks grow while they take less than this
+BATCH_SECONDS = 0.05     # batches of quick tasks grow towards this much work...
+BATCH_GROWTH = 8         # ...at most this many times the last batch
 FLUSH_INTERVAL = 0.25
 
 # The slot of the worker running in this thread, for the add_progress decorator:
@@ -100,8 +101,9 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
                    durations and len(items) <= 64, began)
         return
     # The cheap path: the slot is written and the clock read once per batch of
-    # `stride` tasks, a stride that doubles while batches take under BATCH_SECONDS.
-    # (A batch costs about 10 us besides its tasks: 1 % of a 1 ms task run alone.)
+    # `stride` tasks, a stride that grows towards BATCH_SECONDS of work. (A batch costs
+    # about 20 us besides its tasks, its few steps running with caches its tasks made
+    # cold: on 1 ms tasks in batches of 10 ms, 0.2 % of the workers' time.)
     values: List[Any] = []
     errors: Optional[Dict[int, Packed]] = None
     piece_start = pos = start
@@ -138,7 +140,9 @@ def run_chunk(func: Callable[[Any], Any], run_id: int, start: int, items: List[A
         if pos < end:
             now = monotonic()
             if now - checked < BATCH_SECONDS:
-                stride = min(stride * 2, MAX_STRIDE)
+                took = max(now - checked, 1e-9) / len(batch)
+                stride = max(stride, min(int(BATCH_SECONDS / took), stride * BATCH_GROWTH,
+                                         MAX_STRIDE))
             elif now - checked > 5 * BATCH_SECONDS:
                 stride = max(1, stride // 4)
             checked = now
