@@ -232,6 +232,24 @@ def test_a_task_is_sent_as_soon_as_it_is_encoded(context):
     assert statistics.median(delays) < 0.02, delays
 
 
+def test_the_first_chunks_go_over_together(monkeypatch):
+    """Nothing measured yet, the caller's thread makes the first chunks (a task each,
+    two a worker) and then hands them over at once: handing over the first alone and
+    waiting for the manager's pass, it was queued behind a busy worker on its core,
+    and the second worker got its first task 1.7 ms later (2 cores)."""
+    from parallelbar_clone import backends
+    steps = []
+    encode, hand_over = backends.ProcessBackend.encode_chunk, Manager.hand_over
+    monkeypatch.setattr(backends.ProcessBackend, "encode_chunk",
+                        lambda self, *a: (steps.append("make"), encode(self, *a))[1])
+    monkeypatch.setattr(Manager, "hand_over", lambda self: (steps.append("hand over"),
+                                                            hand_over(self))[1])
+    assert progress_map(functools.partial(tasks.sleep_then, seconds=0.002), range(40),
+                        n_cpu=2, disable=True) == list(range(40))
+    assert steps[:5] == ["make"] * 4 + ["hand over"], steps[:8]
+    assert steps.count("hand over") >= 3, steps   # (later chunks: each as it is made)
+
+
 def _spy_headers(monkeypatch, tails=None):
     """The kind of every message the pool sends its workers, in a list filled as they
     go; ``tails``, if given, gets (tasks, tail bytes) of each pickled chunk."""

@@ -305,6 +305,17 @@ BREAKS = [
           "            if now - checked < BATCH_SECONDS:",
           "            if now - checked < 0.001:",
           ["tests/test_run.py::test_a_worker_batches_millisecond_tasks_between_two_slot_writes"]),
+    Break("first-chunks-one-by-one", "the first chunks go over together",
+          "parallelbar_clone/feed.py",
+          "        if run.policy.per_task is None and not front:",
+          "        if False:",
+          ["tests/test_engine.py::test_the_first_chunks_go_over_together"]),
+    Break("batch-growth-unbounded", "a batch grows at most 8-fold: a quick first task "
+          "does not make a batch of hundreds",
+          "parallelbar_clone/worker.py",
+          "min(int(BATCH_SECONDS / took), stride * BATCH_GROWTH,",
+          "min(int(BATCH_SECONDS / took),",
+          ["tests/test_run.py::test_a_worker_batches_millisecond_tasks_between_two_slot_writes"]),
     Break("bar-opens-before-the-ramp", "a run's bar opens once each worker has a few "
           "milliseconds of work queued",
           "parallelbar_clone/manager.py",
