@@ -27,17 +27,17 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-from multiprocessing import Pool
-from operator import invert
+from time import perf_counter
 from typing import Any, Callable, Dict, List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from bench_tasks import busy_for, calibrate_spin, spin_timed  # noqa: E402
-from pool_measures import gaps_by_worker  # noqa: E402
+from bench_tasks import invert  # noqa: E402
+from checks import expect  # noqa: E402
+from harness import Contender, rotate  # noqa: E402
+from pool_measures import _pool_map, _waiting_sample, waiting_loads  # noqa: E402
 
 
 def copy_revision(rev: str, into: str) -> str:
@@ -57,14 +57,16 @@ def copy_revision(rev: str, into: str) -> str:
     return name
 
 
-def workload(kind: str) -> Tuple[Callable[[Any], Any], List[Any], Any]:
-    """(function, tasks, how to get (pid, start, end) from a result, or None)."""
-    if kind == "trivial":
-        return invert, list(range(200_000)), None
-    if kind == "steady":
-        return busy_for, [(i, 0.001) for i in range(3000)], lambda r: r[1:]
-    iterations = calibrate_spin(0.0003)[0]
-    return spin_timed, [(i, iterations) for i in range(3000)], lambda r: r[2:]
+def _timed(call: Callable[[Callable[[Any], Any], List[Any], int], Any],
+           func: Callable[[Any], Any], tasks: List[Any], workers: int,
+           check: Callable[[Any], None]) -> Callable[[], Dict[str, float]]:
+    def sample() -> Dict[str, float]:
+        began = perf_counter()
+        result = call(func, tasks, workers)
+        wall = perf_counter() - began
+        check(list(result))
+        return {"wall": wall}
+    return sample
 
 
 def quartiles(values: List[float]) -> Tuple[float, float, float]:
@@ -72,6 +74,15 @@ def quartiles(values: List[float]) -> Tuple[float, float, float]:
         return values[0], values[0], values[0]
     q = statistics.quantiles(values, n=4)
     return q[0], statistics.median(values), q[2]
+
+
+def paired(a: Contender, b: Contender, key: str) -> str:
+    """Median (IQR) of a's sample over b's of the same round; n/a if a round failed."""
+    if len(a.samples) != len(b.samples) or not a.samples:
+        return "n/a"
+    ratios = [x[key] / y[key] for x, y in zip(a.samples, b.samples) if y[key]]
+    lo, med, hi = quartiles(ratios)
+    return f"{med:.3f} ({lo:.3f}-{hi:.3f})"
 
 
 def main() -> int:
@@ -82,55 +93,51 @@ def main() -> int:
     parser.add_argument("--workload", choices=["trivial", "steady", "cpu"], default="trivial")
     parser.add_argument("--imap", action="store_true", help="progress_imap, not progress_map")
     args = parser.parse_args()
-    func, tasks, span = workload(args.workload)
+    w = args.workers
+    if args.workload == "trivial":
+        func, tasks = invert, list(range(200_000))
+        check, width = expect(tasks, [~x for x in tasks], ordered=True), None
+    else:
+        _, func, tasks, check, width, _, _ = waiting_loads(3000)[
+            0 if args.workload == "steady" else 1]
+
+    def contender(label: str, call: Callable[[Callable[[Any], Any], List[Any], int], Any]
+                  ) -> Contender:
+        if width is None:
+            return Contender(label, _timed(call, func, tasks, w, check))
+        return Contender(label, _waiting_sample(call, func, tasks, w, check, width))
+
     folder = tempfile.mkdtemp(prefix="pb-ab-")
     try:
         sys.path.insert(0, folder)
-        engines = {rev: importlib.import_module(copy_revision(rev, folder)) for rev in args.revs}
-        w = args.workers
-
-        def pool() -> Any:
-            with Pool(w) as p:
-                return p.map(func, tasks)
-
-        calls: List[Tuple[str, Callable[[], Any]]] = [("Pool.map", pool)]
-        for rev, engine in engines.items():
-            call = engine.progress_imap if args.imap else engine.progress_map
-            calls.append((rev, (lambda c: lambda: c(func, tasks, n_cpu=w, disable=True))(call)))
-        walls: Dict[str, List[float]] = {k: [] for k, _ in calls}
-        waits: Dict[str, List[float]] = {k: [] for k, _ in calls}
-        for _, call in calls:   # warm-up: imports, first forks
-            call()
-        for r in range(args.rounds):
-            k = r % len(calls)
-            for name, call in calls[k:] + calls[:k]:
-                t = time.perf_counter()
-                out = call()
-                walls[name].append(time.perf_counter() - t)
-                if span is not None:
-                    waited, busy, _, _ = gaps_by_worker([span(o) for o in out])
-                    waits[name].append(100 * waited / busy)
-        first = args.revs[0]
-        print(f"{args.workload}, {len(tasks):,} tasks, {w} workers, {args.rounds} rotated "
-              f"rounds, {'progress_imap' if args.imap else 'progress_map'}")
-        for name, _ in calls:
-            lo, med, hi = quartiles(walls[name])
-            line = f"  {name:>12}  {med * 1e3:8.1f} ms (IQR {lo * 1e3:.1f}-{hi * 1e3:.1f})"
-            if name != "Pool.map":
-                pr = quartiles([a / b for a, b in zip(walls[name], walls["Pool.map"])])
-                line += f"  x Pool paired {pr[1]:.3f} ({pr[0]:.3f}-{pr[2]:.3f})"
-                if name != first:
-                    fr = quartiles([a / b for a, b in zip(walls[name], walls[first])])
-                    line += f"  x {first} paired {fr[1]:.3f} ({fr[0]:.3f}-{fr[2]:.3f})"
-            if waits[name]:
-                wl, wm, wh = quartiles(waits[name])
-                line += f"  waiting {wm:.2f} % ({wl:.2f}-{wh:.2f})"
-                if name not in ("Pool.map", first):
-                    dr = quartiles([a / b for a, b in zip(waits[name], waits[first]) if b])
-                    line += f", x {first} paired {dr[1]:.3f} ({dr[0]:.3f}-{dr[2]:.3f})"
-            print(line, flush=True)
+        contenders = [contender("Pool.map", _pool_map)]
+        for rev in args.revs:
+            engine = importlib.import_module(copy_revision(rev, folder))
+            ours = engine.progress_imap if args.imap else engine.progress_map
+            contenders.append(contender(rev, (lambda f: lambda fn, ts, n: f(
+                fn, ts, n_cpu=n, disable=True))(ours)))
+        rotate(contenders, args.rounds, None, "ab")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    pool, first = contenders[0], contenders[1]
+    print(f"{args.workload}, {len(tasks):,} tasks, {w} workers, {args.rounds} rotated "
+          f"rounds, {'progress_imap' if args.imap else 'progress_map'}")
+    for c in contenders:
+        if c.error or not c.samples:
+            print(f"  {c.label:>12}  n/a ({c.error or 'no successful call'})")
+            continue
+        lo, med, hi = quartiles(c.values("wall"))
+        line = f"  {c.label:>12}  {med * 1e3:8.1f} ms (IQR {lo * 1e3:.1f}-{hi * 1e3:.1f})"
+        if c is not pool:
+            line += f"  x Pool paired {paired(c, pool, 'wall')}"
+            if c is not first:
+                line += f"  x {first.label} paired {paired(c, first, 'wall')}"
+        if width is not None:
+            wl, wm, wh = quartiles([v * 100 for v in c.values("wait")])
+            line += f"  waiting {wm:.2f} % ({wl:.2f}-{wh:.2f})"
+            if c not in (pool, first):
+                line += f", x {first.label} paired {paired(c, first, 'wait')}"
+        print(line, flush=True)
     return 0
 
 

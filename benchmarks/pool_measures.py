@@ -339,9 +339,11 @@ def waiting_contenders(func: Callable[[Any], Any], tasks: List[Any], workers: in
     return out
 
 
-def waiting(args: argparse.Namespace) -> Tuple[str, List[str]]:
-    w = args.workers
-    n = 1_000 if args.quick else 3_000
+def waiting_loads(n: int) -> List[Tuple[str, Callable[[Any], Any], List[Any],
+                                        Callable[[Any], None], int, float, str]]:
+    """The two loads of the waiting measure (also ``ab.py``'s): (name, func, tasks,
+    result check, result width, seconds a task, what it is). A result ends with
+    (pid, start, end)."""
     iterations, per_spin = bench_tasks.calibrate_spin(0.0003)
     loads = [
         ("steady 1 ms", busy_for, [(i, 0.001) for i in range(n)], [~i for i in range(n)],
@@ -352,10 +354,17 @@ def waiting(args: argparse.Namespace) -> Tuple[str, List[str]]:
          lambda got, want: got[:2] == want, 5, per_spin,
          f"`spin({iterations:,})`: a fixed amount of work, {per_spin * 1000:.3f} ms serially"),
     ]
+    return [(name, func, tasks, expect(tasks, expected, ordered=True, same=same), width,
+             per_task, what)
+            for name, func, tasks, expected, same, width, per_task, what in loads]
+
+
+def waiting(args: argparse.Namespace) -> Tuple[str, List[str]]:
+    w = args.workers
+    n = 1_000 if args.quick else 3_000
     sections = []
     notes = []
-    for name, func, tasks, expected, same, width, per_task, what in loads:
-        check = expect(tasks, expected, ordered=True, same=same)
+    for name, func, tasks, check, width, per_task, what in waiting_loads(n):
         contenders = _drop_peers(waiting_contenders(func, tasks, w, check, width), args)
         rotate(contenders, args.reps, args.call_timeout, f"waiting {name}")
         base = contenders[0].median("wall")
