@@ -16,8 +16,9 @@ right at its deadline yields its value or its ``TaskTimeoutError``, never both.
 from __future__ import annotations
 
 import heapq
-import os
+import itertools
 import logging
+import os
 import queue
 import signal
 import threading
@@ -230,12 +231,15 @@ class Manager:
 
     @staticmethod
     def _fed(w: Worker) -> bool:
-        if len(w.inflight) < 2:
-            return False
-        running = w.inflight[0]
-        per_task = w.inflight[1].run.policy.per_task
-        return per_task is not None and (sum(c.end - c.done for c in w.inflight)
-                                         - (running.end - running.done)) * per_task >= FED_SECONDS
+        """Has w FED_SECONDS of work queued behind its running chunk, by the measured
+        task times?"""
+        queued = 0.0
+        for chunk in itertools.islice(w.inflight, 1, None):
+            per_task = chunk.run.policy.per_task
+            if per_task is None:
+                return False
+            queued += (chunk.end - chunk.done) * per_task
+        return queued >= FED_SECONDS
 
     def _wake_consumers(self, now: float) -> None:
         """Results waiting long enough, or input running low: the consumer's turn."""
