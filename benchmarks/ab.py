@@ -137,6 +137,10 @@ def main() -> int:
             line += f"  waiting {wm:.2f} % ({wl:.2f}-{wh:.2f})"
             if c not in (pool, first):
                 line += f", x {first.label} paired {paired(c, first, 'wait')}"
+            cl, cm, ch = quartiles([v * 1e3 for v in c.values("cpu_per_k")])
+            line += f"  parent CPU {cm:.1f} ms per 1 000 tasks ({cl:.1f}-{ch:.1f})"
+            if c not in (pool, first):
+                line += f", x {first.label} paired {paired(c, first, 'cpu_per_k')}"
         print(line, flush=True)
     return 0
 

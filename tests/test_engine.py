@@ -390,6 +390,36 @@ def test_results_worth_decoding_wake_their_consumer_while_the_workers_run(monkey
     assert len(wakes) >= 12, len(wakes)
 
 
+@pytest.mark.parametrize("call", [progress_map, progress_imap])
+def test_the_consumer_sleeps_until_the_manager_wakes_it(monkeypatch, call):
+    """The consuming thread sleeps while the workers run: the manager wakes it when
+    results are due or input runs low, and it looks on its own only after WAIT
+    (0.25 s) without a wake. Looking every 50 ms it woke 12 to 24 times more per
+    second of a run, each time to find nothing, taking a worker's core on 2 cores
+    (parent CPU per 1 000 tasks of 1 ms: 10.0 -> 8.5 ms)."""
+    from parallelbar_clone import run as run_module
+    timeouts = []
+
+    class Counting(threading.Event):
+        def wait(self, timeout=None):
+            woken = super().wait(timeout)
+            if not woken:
+                timeouts.append(timeout)
+            return woken
+
+    init = run_module.Outbox.__init__
+
+    def counted(self, interval):
+        init(self, interval)
+        self.event = Counting()
+
+    monkeypatch.setattr(run_module.Outbox, "__init__", counted)
+    items = list(range(40))   # 40 x 50 ms / 2 workers: a second; 13 timeouts at 50 ms
+    assert list(call(functools.partial(tasks.sleep_then, seconds=0.05), items, n_cpu=2,
+                     disable=True)) == items
+    assert len(timeouts) <= 3, timeouts
+
+
 def _policies_seen(thread, stop):
     """The scheduling policies a thread of ours has, sampled every 0.5 ms until stop."""
     seen = set()
