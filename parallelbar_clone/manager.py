@@ -862,8 +862,15 @@ class Manager:
         blamed_run, blamed_pos = (blame[0], blame[1]) if blame else (None, -1)
         blamed_item: List[Any] = [None]
         back: Dict[int, List[Tuple[int, List[Any]]]] = {}
+        again: List[Chunk] = []
         for chunk in w.inflight:
             run = chunk.run
+            if run.state == "active" and chunk.done == chunk.start and not (
+                    run is blamed_run and chunk.start <= blamed_pos < chunk.end) and not (
+                    suspects is not None and run is suspects[0]
+                    and suspects[1] < chunk.end and chunk.start < suspects[2]):
+                again.append(chunk)   # untouched: sent again as it is, first (see below)
+                continue
             run.bytes_done += chunk.nbytes * (chunk.end - chunk.done) // max(1, len(chunk.items))
             if run.state != "active" or chunk.done >= chunk.end:
                 continue
@@ -881,6 +888,13 @@ class Manager:
                     continue
                 pieces.append((a, chunk.items[a - chunk.start:b - chunk.start]))
         w.inflight = deque()
+        # Chunks it had not begun go back to the front of their run's ready queue as they
+        # are, for the next worker to take before new input. (Encoded again by the
+        # consuming thread, as pieces of a begun chunk are, they came back after the
+        # replacement had taken the next chunk: a task queued behind one that timed out
+        # waited for that next one too, a whole timeout when it hung as well.)
+        for chunk in reversed(again):
+            chunk.run.ready.appendleft(chunk)
         for run_id, pieces in back.items():
             run = self.runs.get(run_id)
             if run is not None:

@@ -356,3 +356,11 @@ def prints_unflushed(x):
 def sched_policy(x):
     """This worker's scheduling policy (Linux)."""
     return os.sched_getscheduler(0)
+
+
+def c_hang_if_even(x):
+    """Even tasks hang inside C (only killing the worker ends them); odd ones return
+    (x, when they started)."""
+    if x % 2 == 0:
+        _c_hang()
+    return x, time.monotonic()

@@ -174,6 +174,24 @@ def test_a_timeout_fills_its_slot_promptly():
     assert took < 0.3 + 0.5, f"a 0.3 s timeout took {took:.2f} s"
 
 
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_a_task_queued_behind_a_timed_out_one_goes_first_to_the_replacement(context):
+    """One worker, tasks that alternately hang in C and return when they started: the
+    task queued behind a hanging one goes back to the front when the worker is killed,
+    so each quick task starts one timeout after the one before it. (Sent again through
+    the consuming thread, it came after the next hanging task: two timeouts, then two
+    quick tasks at once; the respawn benchmark's latency 216 ms every third time.)"""
+    limit = 0.3
+    result = progress_map(tasks.c_hang_if_even, range(8), n_cpu=1, chunk_size=1,
+                          process_timeout=limit, error_behavior="coerce", context=context,
+                          disable=True)
+    assert all(isinstance(r, TaskTimeoutError) for r in result[0::2]), result
+    assert [r[0] for r in result[1::2]] == [1, 3, 5, 7]
+    starts = [r[1] for r in result[1::2]]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) > 0.9 * limit, f"quick tasks started {gaps} s apart"
+
+
 def _exits_at_150_and_350(x):
     if x in (150, 350):
         os._exit(3)
