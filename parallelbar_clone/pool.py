@@ -23,7 +23,7 @@ from .journal import Journal, task_digest
 from .manager import BAR_OPEN_WAIT, Manager, as_exception
 from .options import Options, check_func
 from .results import ResultIterator, collect
-from .run import COLLECTED_WAIT, Run
+from .run import Run
 from .summary import RunSummary
 from .worker import MainReentry, importing_main
 
@@ -113,8 +113,7 @@ class ProgressPool:
     def _gather(self, func: Callable[[Any], Any], tasks: Iterable[Any], mode: str,
                 options: Dict[str, Any]) -> Any:
         """A whole run as a list, in task order ('map', 'imap') or completion order."""
-        run = self._submit(func, tasks, mode, options)
-        run.out.interval = COLLECTED_WAIT   # (nobody looks at them one by one)
+        run = self._submit(func, tasks, mode, options, collected=True)
         return collect(run, self._feeder(run), self._cancel, self._wait_bar)
 
     def _iterate(self, func: Callable[[Any], Any], tasks: Iterable[Any], mode: str,
@@ -132,7 +131,7 @@ class ProgressPool:
         return Feeder(run, self._backend, self._manager)
 
     def _submit(self, func: Callable[[Any], Any], tasks: Iterable[Any], mode: str,
-                options: Dict[str, Any]) -> Run:
+                options: Dict[str, Any], collected: bool = False) -> Run:
         opts = self._options.with_call(**options)
         check_func(func)
         try:
@@ -145,7 +144,7 @@ class ProgressPool:
             raise as_exception(self._manager.broken)
         if self._closing is not None:
             raise ValueError("this ProgressPool is closed")
-        run = Run(func, tasks, opts, mode, self._manager.wanted, _func_name(func))
+        run = Run(func, tasks, opts, mode, self._manager.wanted, _func_name(func), collected)
         self.last_summary = run.summary
         _latest.summary = run.summary
         if hasattr(self._backend, "function_payload"):

@@ -255,7 +255,7 @@ class Run:
     _ids = itertools.count(1)
 
     def __init__(self, func: Callable[[Any], Any], tasks: Iterable[Any], opts: Options,
-                 mode: str, workers: int, name: str) -> None:
+                 mode: str, workers: int, name: str, collected: bool = False) -> None:
         self.id = next(self._ids)
         self.func = func
         self.name = name
@@ -298,7 +298,9 @@ class Run:
         self.ready: Deque[Chunk] = deque()   # encoded, waiting for a worker
         self.requeue: Deque[Tuple[int, List[Any]]] = deque()   # to encode again, first
         # results of a whole-list call can wait a little; an iterator's cannot
-        self.out = Outbox(COLLECTED_WAIT if mode == "map" else 0.0)
+        # results gathered into a list (map, and progress_imap's list): nobody looks at
+        # them one by one, so they wait for their consumer (see Outbox)
+        self.out = Outbox(COLLECTED_WAIT if collected else 0.0)
         # -- the manager's
         self.delivered = Delivered()
         self.finished = 0                    # positions with a final outcome

@@ -16,8 +16,8 @@ def square(x):
     return x * x
 
 
-def make_run(tasks=range(10), mode="map", workers=2, **options):
-    return Run(square, tasks, Options(**options), mode, workers, "square")
+def make_run(tasks=range(10), mode="map", workers=2, collected=False, **options):
+    return Run(square, tasks, Options(**options), mode, workers, "square", collected)
 
 
 # ------------------------------------------------------------------ the total
@@ -206,8 +206,8 @@ def test_a_new_run():
     assert run.state == "new" and run.timing is True and run.deadline is None
     assert (run.policy.fixed, run.policy.cap) == (4, 3)
     assert run.safe_source is True and run.out.interval == 0.0
-    assert make_run(mode="map").out.interval == 0.1
-    assert make_run(mode="imapu").out.interval == 0.0
+    assert make_run(mode="imap", collected=True).out.interval == 0.1   # progress_imap's list
+    assert make_run(mode="map").out.interval == 0.0   # (a run is collected when made so)
     assert list(run.source) == list(range(10))
     assert (run.taken, run.consumed, run.finished, run.resumed, run.resumed_failed) == \
         (0, 0, 0, 0, 0)

@@ -370,8 +370,8 @@ BREAKS = [
            "workers_run", "tests/test_engine.py::test_big_results_wake_their_consumer_at_once"]),
     Break("imap-collected-wakes-each-piece", "progress_imap's results wait as map's do",
           "parallelbar_clone/pool.py",
-          "        run.out.interval = COLLECTED_WAIT   # (nobody looks at them one by one)",
-          "        pass",
+          "        run = self._submit(func, tasks, mode, options, collected=True)",
+          "        run = self._submit(func, tasks, mode, options, collected=mode == 'map')",
           ["tests/test_engine.py::test_results_gathered_into_a_list_wake_their_consumer_ten_times_a_second"]),
     Break("manager-takes-workers-cores", "while every worker has work queued, the "
           "manager waits for a tick when woken (SCHED_BATCH)",
