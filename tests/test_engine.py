@@ -321,9 +321,9 @@ def test_a_tasks_list_grown_after_the_fork_is_sent_by_value(monkeypatch):
     kinds = _spy_headers(monkeypatch)
     submit = pool_module.ProgressPool._submit
 
-    def grow_first(self, func, tasks_, mode, options):
+    def grow_first(self, func, tasks_, mode, options, **how):
         tasks_.extend(range(1000, 1100))   # (the workers are forked already)
-        return submit(self, func, tasks_, mode, options)
+        return submit(self, func, tasks_, mode, options, **how)
 
     monkeypatch.setattr(pool_module.ProgressPool, "_submit", grow_first)
     items = list(range(1000))
