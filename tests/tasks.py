@@ -348,9 +348,25 @@ def ten_times_or_fails(x):
 
 def prints_unflushed(x):
     """Prints a line without flushing (stdout to a pipe is block-buffered): the line is
-    seen only if the worker exits as a worker should, flushing its streams."""
+    seen only if the worker exits as a worker should, flushing its streams. The
+    worker's stdout takes 50 ms to flush, so a worker killed as it exits (its zygote
+    quit first) loses the line every time, not only when it loses the race."""
+    if not isinstance(sys.stdout, _SlowFlush):
+        sys.stdout = _SlowFlush(sys.stdout)
     print(f"task {x} was here")
     return x
+
+
+class _SlowFlush:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        return self.stream.write(text)
+
+    def flush(self):
+        time.sleep(0.05)
+        self.stream.flush()
 
 
 def sched_policy(x):

@@ -274,8 +274,7 @@ BREAKS = [
           "parallelbar_clone/backends.py",
           "if self.zygote is not None and not any(",
           "if self.zygote is not None or any(",
-          ["tests/test_zygote.py::test_what_tasks_printed_is_printed_when_the_pool_closes[2]"],
-          tries=3),
+          ["tests/test_zygote.py::test_what_tasks_printed_is_printed_when_the_pool_closes[2]"]),
     Break("bar-opens-before-the-first-send", "a run's bar opens once every worker has a "
           "chunk",
           "parallelbar_clone/pool.py",
