@@ -831,6 +831,28 @@ def test_memory_limit_counts_growth_over_the_idle_footprint():
     assert result == list(range(6))
 
 
+def test_a_result_that_arrives_while_the_guard_looks_saves_its_worker():
+    """The guard finds a task over its limit, reads what the worker sent and looks
+    again before it kills. Here the read is made slow (0.3 s), and the task ends 10 ms
+    after its limit: its result is there at the second look, so its worker lives and
+    its value stands (killed on the first look, as the race below does 1 time in 3)."""
+    kills = []
+    with ProgressPool(n_cpu=1, disable=True) as pool:
+        backend = pool._backend
+        kill, drain = backend.kill, backend.drain
+        backend.kill = lambda w: (kills.append(w.pid), kill(w))
+
+        def slow_drain(w, block_first=False):
+            if not block_first:   # (the guard's read; waiting for messages blocks first)
+                time.sleep(0.3)
+            return drain(w, block_first)
+
+        backend.drain = slow_drain
+        result = pool.map(functools.partial(tasks.sleep_then, seconds=0.06), range(3),
+                          process_timeout=0.05, error_behavior="coerce", chunk_size=1)
+    assert result == [0, 1, 2] and kills == [], (result, kills)
+
+
 def test_a_worker_is_killed_only_for_a_task_that_times_out(busy_caller_thread):
     """Tasks that finish right at process_timeout: the guard reads what a worker sent
     and looks again before it kills, so every kill is a task's TaskTimeoutError (a kill
