@@ -178,7 +178,9 @@ class Manager:
         while True:
             with FORK_GATE.working():
                 self._read_commands()
-                if self.closing == "terminate" or (self.closing == "close" and not self.runs):
+                if self.closing is not None:   # (unfinished runs are cancelled: a run left
+                    # unconsumed, an imap iterator still held after a break, say, has
+                    # nobody to read its input and would never end)
                     self._stop_workers(graceful=self.closing == "close")
                     return
                 if self.broken is None:

@@ -96,7 +96,9 @@ class ProgressPool:
         return self._iterate(func, tasks, "imapu", options, ordered=False)
 
     def close(self) -> None:
-        """Stop the workers once they are idle and wait for them (cancels unfinished runs)."""
+        """Cancel unfinished runs (an ``imap`` iterator still held after a ``break``:
+        iterating it further raises), stop the workers and wait for them. The end of a
+        ``with`` block does this, or :meth:`terminate` if the block raised."""
         self._shutdown("close")
 
     def terminate(self) -> None:

@@ -18,8 +18,10 @@ import psutil
 import pytest
 
 import tasks
-from parallelbar_clone import (MemoryLimitError, ProgressPool, SerializationError,
-                               TaskExitError, TaskTimeoutError, progress_imap, progress_map)
+from conftest import live_workers
+from parallelbar_clone import (MemoryLimitError, ParallelBarError, ProgressPool,
+                               SerializationError, TaskExitError, TaskTimeoutError,
+                               progress_imap, progress_map)
 from parallelbar_clone.journal import CheckpointMismatchError
 from parallelbar_clone.manager import Manager
 
@@ -175,6 +177,26 @@ def test_breaking_out_of_an_endless_stream_exits_cleanly(context):
     # read ahead: a few chunks per worker (up to 100 000 trivial tasks each), not millions
     assert 100_000 < pulled < 1_000_000
     assert elapsed < 20                  # it used to take 12 s, or hang at exit
+
+
+@pytest.mark.parametrize("context", METHODS)
+def test_the_end_of_a_with_block_cancels_an_iterator_still_held(context):
+    """`it = pool.imap_unordered(...)`, a `break`, then the end of the `with` block: the
+    iterator still exists, so the break told it nothing, and no thread will consume
+    it. The block's end cancels its run (the worker hanging in C is killed), and no
+    process is left; the iterator then says why it stopped. (The pool's close waited
+    for the run to end: 12 s, then it gave up and left the workers and the zygote.)"""
+    started = time.monotonic()
+    with ProgressPool(n_cpu=2, context=context, disable=True) as pool:
+        it = pool.imap_unordered(tasks.c_hang_if_even, range(1000))
+        for r in it:   # task 1 comes first: task 0 hangs (60 s, in C)
+            break
+    took = time.monotonic() - started
+    assert r[0] % 2 == 1
+    assert took < 6, f"the with block took {took:.1f} s to end"
+    assert live_workers() == []
+    with pytest.raises(ParallelBarError, match="shut down"):
+        next(it)
 
 
 def _raising_input(n_ok):
