@@ -66,12 +66,16 @@ class ProgressPool:
             # `if __name__ == '__main__':` guard: stop the import here (see import_main).
             raise MainReentry()
         self._backend: Any = _make_backend(self._options, preload, one_call)
-        self._bars: Optional[BarThread] = None
-        self._bars_lock = threading.Lock()
+        self._bars = _Bars()
         self._closing: Optional[str] = None
         self.last_summary: Optional[RunSummary] = None
         """What happened in the latest call on this pool (see :class:`RunSummary`)."""
-        self._manager = Manager(self._options, self._backend, self._bar_thread)
+        self._manager = Manager(self._options, self._backend, self._bars.get)
+        # Dropped without close() (a notebook cell run again rebinds `pool`): its workers
+        # stop when it is collected, as a multiprocessing Pool's do. (Nothing of ours holds
+        # the pool: its threads hold the manager and the bars; an iterator of its holds it.)
+        self._finalizer = weakref.finalize(self, _abandoned, self._manager, self._bars)
+        self._finalizer.atexit = False   # (at exit, _terminate_live_pools does it, waiting)
         _LIVE_POOLS.add(self)
 
     # ------------------------------------------------------------------ public API
@@ -200,12 +204,6 @@ class ProgressPool:
             log.info("resuming from %s: %d tasks already done", run.opts.checkpoint,
                      len(run.resume))
 
-    def _bar_thread(self) -> BarThread:
-        with self._bars_lock:
-            if self._bars is None:
-                self._bars = BarThread()
-            return self._bars
-
     def _cancel(self, run: Run, wait: bool = True) -> None:
         """End a run early; by default wait till its workers are stopped and its
         journal flushed."""
@@ -224,8 +222,8 @@ class ProgressPool:
         if threading.current_thread() is not self._manager.thread:
             self._manager.closed.wait(10.0)
             self._manager.thread.join(2.0)
-        if self._bars is not None:
-            self._bars.stop()
+        self._bars.stop()
+        self._finalizer.detach()
         _LIVE_POOLS.discard(self)
 
 
@@ -267,6 +265,37 @@ class _Star:
     def __name__(self) -> str:  # for messages
         return _func_name(self.func)
 
+
+
+class _Bars:
+    """The pool's bar thread, started when a run first shows bars."""
+
+    __slots__ = ("lock", "thread")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.thread: Optional[BarThread] = None
+
+    def get(self) -> BarThread:
+        with self.lock:
+            if self.thread is None:
+                self.thread = BarThread()
+            return self.thread
+
+    def stop(self, wait: bool = True) -> None:
+        if self.thread is not None:
+            if wait:
+                self.thread.stop()
+            else:
+                self.thread.send(None)
+
+
+def _abandoned(manager: Manager, bars: _Bars) -> None:
+    """A pool collected without close(): stop its workers and threads, waiting for
+    nothing (this runs wherever the garbage collector does)."""
+    log.debug("a ProgressPool was dropped without close(): terminating its workers")
+    manager.post("shutdown", "terminate")
+    bars.stop(wait=False)
 
 
 _LIVE_POOLS: "weakref.WeakSet[ProgressPool]" = weakref.WeakSet()

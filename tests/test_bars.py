@@ -74,7 +74,7 @@ def test_progress_costs_o_workers_not_o_tasks():
     """Bar events are batched: a 200 000-task run sends a handful of updates."""
     sent = []
     with ProgressPool(n_cpu=2) as pool:
-        bars = pool._bar_thread()
+        bars = pool._bars.get()
         original = bars.send
         bars.send = lambda event: (sent.append(event), original(event))
         pool.map(tasks.times_ten, range(200_000))

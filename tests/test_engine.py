@@ -56,7 +56,7 @@ def test_every_task_is_delivered_once_at_its_deadline(context, count, busy_calle
     its way costs a worker and sends its queued tasks elsewhere for nothing)."""
     sent, kills = [], []
     with ProgressPool(n_cpu=2, context=context) as pool:
-        bars = pool._bar_thread()
+        bars = pool._bars.get()
         original = bars.send
         bars.send = lambda event: (sent.append(event), original(event))
         kill = pool._backend.kill
@@ -197,6 +197,30 @@ def test_the_end_of_a_with_block_cancels_an_iterator_still_held(context):
     assert live_workers() == []
     with pytest.raises(ParallelBarError, match="shut down"):
         next(it)
+
+
+def test_a_pool_dropped_without_close_stops_its_workers():
+    """`pool = ProgressPool()` in a notebook cell run again, or in a function that
+    returns without closing it: once nothing holds the pool, its workers, zygote and
+    threads stop, as a multiprocessing Pool's do (they ran till the interpreter
+    exited). An iterator of the pool's keeps it alive while it is held."""
+    def use():
+        pool = ProgressPool(n_cpu=2, disable=True)
+        assert pool.map(tasks.times_ten, range(10)) == [x * 10 for x in range(10)]
+        kept = pool.imap(tasks.times_ten, range(10))
+        assert len(live_workers()) >= 2
+        return kept, pool._manager.thread
+
+    kept, manager = use()
+    assert list(kept) == [x * 10 for x in range(10)]   # (its pool is still there)
+    assert manager.is_alive()
+    del kept
+    manager.join(3)
+    assert not manager.is_alive()
+    deadline = time.monotonic() + 3
+    while live_workers() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert live_workers() == []
 
 
 def _raising_input(n_ok):

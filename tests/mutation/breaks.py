@@ -324,6 +324,11 @@ BREAKS = [
           "                if self.closing == \"terminate\" or (self.closing == \"close\" and not "
           "self.runs):  # (",
           ["tests/test_engine.py::test_the_end_of_a_with_block_cancels_an_iterator_still_held"]),
+    Break("dropped-pool-keeps-workers", "a pool dropped without close() stops its workers",
+          "parallelbar_clone/pool.py",
+          "        self._finalizer = weakref.finalize(self, _abandoned, self._manager, self._bars)",
+          "        self._finalizer = weakref.finalize(self, print, 'dropped')",
+          ["tests/test_engine.py::test_a_pool_dropped_without_close_stops_its_workers"]),
     Break("first-chunks-one-by-one", "the first chunks go over together",
           "parallelbar_clone/feed.py",
           "        if run.policy.per_task is None and not front:",
