@@ -281,7 +281,7 @@ BREAKS = [
           "parallelbar_clone/pool.py",
           "            run.bar_due = submitted + BAR_OPEN_WAIT\n",
           "            run.bar_due = submitted + BAR_OPEN_WAIT\n"
-          "            self._bar_thread().send(run.bar_open.pop(0))\n",
+          "            self._bars.get().send(run.bar_open.pop(0))\n",
           ["tests/test_engine.py::test_the_bar_opens_after_the_first_chunks_are_sent"]),
     Break("bar-waits-for-a-slow-input", "a bar opens within BAR_OPEN_WAIT of the call",
           "parallelbar_clone/manager.py",
