@@ -23,7 +23,9 @@ which message::
 - The manager never runs the caller's code: input generators, ``__reduce__`` of
   tasks and loading of results happen in the caller's thread, so deadlines,
   deaths and Ctrl-C are handled on time whatever they do (:mod:`.outcomes`).
-- Each task position is delivered once (:class:`.run.Delivered`).
+- Each task position is delivered once (:class:`.run.Delivered`). What a dead worker
+  had not begun goes back to the front of ``run.ready`` as it was; the rest of a
+  chunk it had begun, to ``run.requeue``.
 - Input is read as results are consumed, bounded in tasks, bytes and seconds
   of work (:mod:`.schedule`).
 """

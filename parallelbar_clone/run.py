@@ -14,7 +14,8 @@ A task's life::
   owns the input: ``source``, ``taken``, ``pacer``, the journal replay; it
   appends encoded chunks to ``ready`` and takes pieces from ``out``.
 - The manager thread owns delivery: ``delivered``, ``finished``, retries, the
-  bar counts, the journal writes; it takes chunks from ``ready``, puts tasks to
+  bar counts, the journal writes; it takes chunks from ``ready`` (and puts back at
+  its front, as they are, the chunks a dead worker had not begun), puts tasks to
   encode again on ``requeue``, and pieces on ``out``.
 - ``ready`` and ``requeue`` are deques (thread-safe appends and pops); the byte
   and task counters each have one writer.
@@ -297,7 +298,6 @@ class Run:
         # -- shared channels
         self.ready: Deque[Chunk] = deque()   # encoded, waiting for a worker
         self.requeue: Deque[Tuple[int, List[Any]]] = deque()   # to encode again, first
-        # results of a whole-list call can wait a little; an iterator's cannot
         # results gathered into a list (map, and progress_imap's list): nobody looks at
         # them one by one, so they wait for their consumer (see Outbox)
         self.out = Outbox(COLLECTED_WAIT if collected else 0.0)
