@@ -867,28 +867,23 @@ class Manager:
         again: List[Chunk] = []
         for chunk in w.inflight:
             run = chunk.run
-            if run.state == "active" and chunk.done == chunk.start and not (
-                    run is blamed_run and chunk.start <= blamed_pos < chunk.end) and not (
-                    suspects is not None and run is suspects[0]
-                    and suspects[1] < chunk.end and chunk.start < suspects[2]):
-                again.append(chunk)   # untouched: sent again as it is, first (see below)
-                continue
-            run.bytes_done += chunk.nbytes * (chunk.end - chunk.done) // max(1, len(chunk.items))
-            if run.state != "active" or chunk.done >= chunk.end:
-                continue
-            pieces = back.setdefault(run.id, [])
-            cuts = {chunk.done, chunk.end}
-            if run is blamed_run and chunk.done <= blamed_pos < chunk.end:
-                cuts |= {blamed_pos, blamed_pos + 1}
-                blamed_item = [chunk.items[blamed_pos - chunk.start]]
-            if suspects is not None and run is suspects[0]:
-                lo, hi = max(suspects[1], chunk.done), min(suspects[2], chunk.end)
-                cuts |= set(range(lo, hi)) | {hi}
-            edges = sorted(c for c in cuts if chunk.done <= c <= chunk.end)
-            for a, b in zip(edges, edges[1:]):
-                if a == blamed_pos and run is blamed_run:
+            if run.state == "active" and chunk.done < chunk.end:
+                cuts = {chunk.done, chunk.end}
+                if run is blamed_run and chunk.done <= blamed_pos < chunk.end:
+                    cuts |= {blamed_pos, blamed_pos + 1}
+                    blamed_item = [chunk.items[blamed_pos - chunk.start]]
+                if suspects is not None and run is suspects[0]:
+                    lo, hi = max(suspects[1], chunk.done), min(suspects[2], chunk.end)
+                    cuts |= set(range(lo, hi)) | {hi}
+                edges = sorted(c for c in cuts if chunk.done <= c <= chunk.end)
+                parts = [(a, b) for a, b in zip(edges, edges[1:])
+                         if not (a == blamed_pos and run is blamed_run)]
+                if parts == [(chunk.start, chunk.end)]:
+                    again.append(chunk)   # not begun, none singled out: sent as it is, first
                     continue
-                pieces.append((a, chunk.items[a - chunk.start:b - chunk.start]))
+                back.setdefault(run.id, []).extend(
+                    (a, chunk.items[a - chunk.start:b - chunk.start]) for a, b in parts)
+            run.bytes_done += chunk.nbytes * (chunk.end - chunk.done) // max(1, len(chunk.items))
         w.inflight = deque()
         # Chunks it had not begun go back to the front of their run's ready queue as they
         # are, for the next worker to take before new input. (Encoded again by the
